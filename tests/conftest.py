@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests that need Docker or root fail loudly without them: never skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = ROOT / "roles" / "ecs_imds_block"
+sys.path.insert(0, str(ROLE / "filter_plugins"))
+
+BASE_IMAGE = os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
+
+
+@pytest.fixture(scope="session")
+def known_keys() -> list[str]:
+    return (ROLE / "files" / "ecs-agent-config-keys.txt").read_text().split()
+
+
+@pytest.fixture(scope="session")
+def netadmin() -> None:
+    """iptables-restore --test needs root and the real binaries."""
+    missing = [b for b in ("iptables-restore", "ip6tables-restore", "ip") if not shutil.which(b)]
+    if missing or os.geteuid() != 0:
+        pytest.fail(f"needs root and {missing or 'iptables'}: run through `make test` or .ci/run")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The offline base image, built by scripts/build-base-images."""
+    try:
+        subprocess.run(["docker", "image", "inspect", BASE_IMAGE], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"Docker with {BASE_IMAGE} is required (scripts/build-base-images): {exc}")
+    return BASE_IMAGE
