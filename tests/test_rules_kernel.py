@@ -1,0 +1,141 @@
+"""Rendered rules against the real kernel: iptables-restore --test for every variant, and the
+loader (files/ecs-imds-block) in throwaway network namespaces, on both iptables backends
+(nf_tables as on AL2023 and Debian 12, legacy as on AL2)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import uuid
+
+import pytest
+from conftest import ROLE
+from imds_rules import imds_rules
+
+HELPER = ROLE / "files" / "ecs-imds-block"
+BACKENDS = ("nft", "legacy")
+ALLOW = {4: ["172.31.250.0/24", "10.0.0.7/32"], 6: ["fd00:1::/64"]}
+VARIANTS = list(itertools.product((4, 6), ("reject", "drop"), (False, True), (True, False)))
+
+
+def ids(variant):
+    family, action, allow, enabled = variant
+    return f"v{family}-{action}-{'allow' if allow else 'noallow'}-{'on' if enabled else 'off'}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", VARIANTS, ids=[ids(v) for v in VARIANTS])
+def test_every_variant_passes_iptables_restore_test(netadmin, tmp_path, backend, variant):
+    family, action, allow, enabled = variant
+    rules = tmp_path / "rules"
+    rules.write_text(imds_rules(family, action, ALLOW[family] if allow else [], enabled))
+    restore = f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-restore"
+    result = subprocess.run([restore, "--test", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(params=BACKENDS)
+def netns(request, netadmin, tmp_path):
+    """A network namespace with Docker's and ecs-init's rules, and PATH set to one backend."""
+    name = f"imds-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for tool, suffix in itertools.product(("iptables", "ip6tables"), ("", "-save", "-restore")):
+        (shims / f"{tool}{suffix}").symlink_to(f"/usr/sbin/{tool}-{request.param}{suffix}")
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+
+    def run(*argv, check=True):
+        result = subprocess.run(["ip", "netns", "exec", name, *argv], env=env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise AssertionError(f"{argv} failed: {result.stderr}")
+        return result
+
+    for ipt in ("iptables", "ip6tables"):
+        # What Docker 20.10 leaves: its chains, ACCEPT rules and a jump below them.
+        for rule in (
+            "-N DOCKER",
+            "-N DOCKER-USER",
+            "-A DOCKER-USER -j RETURN",
+            "-A FORWARD -o docker0 -j DOCKER",
+            "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+            "-A FORWARD -j DOCKER-USER",
+        ):
+            run(ipt, "-w", *rule.split())
+    run(
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "169.254.170.2/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "127.0.0.1:51679",
+    )  # ecs-init's task-credentials DNAT
+    yield run
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def write(tmp_path, family, **kwargs):
+    path = tmp_path / f"rules.v{family}"
+    path.write_text(imds_rules(family, **kwargs))
+    return str(path)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_apply_puts_the_jump_first_without_flushing_docker_or_ecs_init(netns, tmp_path, family):
+    ipt = "ip6tables" if family == 6 else "iptables"
+    rules = write(tmp_path, family)
+    assert netns(str(HELPER), "check", str(family), rules, check=False).returncode == 1
+    netns(str(HELPER), "apply", str(family), rules)
+    netns(str(HELPER), "apply", str(family), rules)  # twice: still one jump
+    assert netns(ipt, "-S", "FORWARD").stdout.splitlines()[1:] == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -o docker0 -j DOCKER",
+        "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+    ]
+    assert "-N DOCKER" in netns(ipt, "-S").stdout.splitlines()
+    if family == 4:
+        assert "--to-destination 127.0.0.1:51679" in netns("iptables", "-t", "nat", "-S").stdout
+    assert netns(str(HELPER), "check", str(family), rules).returncode == 0
+
+
+def test_check_fails_when_docker_puts_a_rule_above_the_jump(netns, tmp_path):
+    rules = write(tmp_path, 4)
+    netns(str(HELPER), "apply", "4", rules)
+    netns("iptables", "-I", "FORWARD", "1", "-i", "docker0", "-j", "ACCEPT")
+    result = netns(str(HELPER), "check", "4", rules, check=False)
+    assert result.returncode == 1
+    assert "IPv4 FORWARD does not jump to DOCKER-USER first" in result.stderr
+    netns(str(HELPER), "apply", "4", rules)
+    assert netns("iptables", "-S", "FORWARD").stdout.splitlines()[1] == "-A FORWARD -j DOCKER-USER"
+
+
+def test_check_fails_when_the_chain_differs_and_apply_replaces_it(netns, tmp_path):
+    reject = write(tmp_path, 4)
+    netns(str(HELPER), "apply", "4", reject)
+    netns("iptables", "-I", "DOCKER-USER", "1", "-j", "RETURN")
+    result = netns(str(HELPER), "check", "4", reject, check=False)
+    assert result.returncode == 1 and "DOCKER-USER differs" in result.stderr
+    drop = str(tmp_path / "drop")
+    (tmp_path / "drop").write_text(imds_rules(4, action="drop"))
+    netns(str(HELPER), "apply", "4", drop)
+    assert netns("iptables", "-S", "DOCKER-USER").stdout.splitlines() == [
+        "-N DOCKER-USER",
+        "-A DOCKER-USER -d 169.254.169.254/32 -j DROP",
+        "-A DOCKER-USER -j RETURN",
+    ]
+
+
+def test_bad_usage_and_missing_file_fail(netns, tmp_path):
+    assert netns(str(HELPER), "apply", "5", "/dev/null", check=False).returncode == 2
+    missing = netns(str(HELPER), "apply", "4", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
