@@ -1,0 +1,37 @@
+"""The merged ecs.config as systemd itself reads it (EnvironmentFile=, as ecs.service does)."""
+
+from __future__ import annotations
+
+import pytest
+from ecs_config import ecs_config_merge
+from systemd_container import systemd_container
+
+pytestmark = pytest.mark.docker
+
+USER_CONFIG = (
+    "# written by the platform team\n"
+    "ECS_CLUSTER=payments\n"
+    "\n"
+    "ECS_AWSVPC_BLOCK_IMDS=false\n"
+    'ECS_INSTANCE_ATTRIBUTES={"team":"payments"}\n'
+    "ECS_LOGLEVEL=info"  # no final newline
+)
+
+
+def test_systemd_sees_our_keys_and_the_users_keys(docker_image, known_keys):
+    merged = ecs_config_merge(
+        USER_CONFIG, {"ECS_AWSVPC_BLOCK_IMDS": True, "ECS_DISABLE_PRIVILEGED": True}, known_keys
+    )
+    merged += "ECS_CONTAINER_STOP_TIMEOUT=2m\n"  # a later `echo ... >> ecs.config` from user data
+    with systemd_container(docker_image) as execute:
+        execute("sh", "-c", "mkdir -p /etc/ecs && cat > /etc/ecs/ecs.config", stdin=merged)
+        result = execute(
+            "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
+            "-p", "EnvironmentFile=/etc/ecs/ecs.config", "/usr/bin/env",
+        )  # fmt: skip
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert env["ECS_AWSVPC_BLOCK_IMDS"] == "true"
+    assert env["ECS_DISABLE_PRIVILEGED"] == "true"
+    assert env["ECS_CLUSTER"] == "payments"
+    assert env["ECS_LOGLEVEL"] == "info"
+    assert env["ECS_CONTAINER_STOP_TIMEOUT"] == "2m"
