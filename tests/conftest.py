@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "ecs_imds_block"
 sys.path.insert(0, str(ROLE / "filter_plugins"))
+sys.path.insert(0, str(ROOT / "scripts"))  # golden_ami, also when not installed
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ecs_config import ecs_config_merge
-from systemd_container import systemd_container
+from golden_ami.local_host import systemd_container
 
 pytestmark = pytest.mark.docker
 
@@ -23,9 +23,9 @@ def test_systemd_sees_our_keys_and_the_users_keys(docker_image, known_keys):
         USER_CONFIG, {"ECS_AWSVPC_BLOCK_IMDS": True, "ECS_DISABLE_PRIVILEGED": True}, known_keys
     )
     merged += "ECS_CONTAINER_STOP_TIMEOUT=2m\n"  # a later `echo ... >> ecs.config` from user data
-    with systemd_container(docker_image) as execute:
-        execute("sh", "-c", "mkdir -p /etc/ecs && cat > /etc/ecs/ecs.config", stdin=merged)
-        result = execute(
+    with systemd_container(docker_image, prefix="ecs-imds-test") as host:
+        host.run("sh", "-c", "mkdir -p /etc/ecs && cat > /etc/ecs/ecs.config", stdin=merged)
+        result = host.run(
             "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
             "-p", "EnvironmentFile=/etc/ecs/ecs.config", "/usr/bin/env",
         )  # fmt: skip
