@@ -105,6 +105,7 @@ def test_unknown_key_is_written_with_the_opt_out(known_keys):
             "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\nECS_DISABLE_PRIVILEGED=false'",
         ),
         ({"ECS_CLUSTER": "prod\r"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\r'"),
+        ({"ECS_CLUSTER": "prod\\"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\\\'"),
         ({"ECS_CLUSTER": None}, "value of ECS_CLUSTER must be a string, got None"),
         ({"ecs_cluster": "prod"}, "'ecs_cluster' is not a valid ecs.config key"),
         ({"ECS CLUSTER": "prod"}, "'ECS CLUSTER' is not a valid ecs.config key"),

@@ -29,6 +29,9 @@ def run_args(image: str, name: str) -> list[str]:
     """The `docker run` command line of a systemd host container."""
     args = ["docker", "run", "--detach", "--name", name, "--hostname", name, "--cgroupns=host"]
     args += ["--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
+    # The inner Docker's state lives in a volume: it is not committed into images, and
+    # dockerd cannot rename its directories across overlay layers.
+    args += ["--volume", "/var/lib/docker"]
     args += ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined"]
     args += [f"--cap-add={cap}" for cap in CAPABILITIES]
     args += [f"--sysctl={key}={value}" for key, value in SYSCTLS.items()]

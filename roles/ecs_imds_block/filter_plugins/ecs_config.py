@@ -81,7 +81,8 @@ def _render_value(key, value):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if not isinstance(value, str):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a string, got {value!r}")
-    if any(c in value for c in "\n\r\0"):
+    # A final backslash makes systemd's EnvironmentFile= join the next line to this one.
+    if any(c in value for c in "\n\r\0") or value.endswith("\\"):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a single line KEY=value, got {value!r}")
     return value
 
