@@ -13,9 +13,7 @@ pytestmark = pytest.mark.molecule
 
 def molecule(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PY_COLORS": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    return subprocess.run(
-        ["molecule", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
+    return subprocess.run(["molecule", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_verify_fails_when_bridge_blocking_is_off(docker_image):
