@@ -1,0 +1,82 @@
+"""golden-ami: publish, find and clean up the golden ECS AMIs, write user data for hosts
+that are not on them, and audit a fleet.
+
+Exit codes: 0 done; 1 the operation failed or found problems (publish with an AMI that is
+not available, audit --fail-on-findings with findings); 2 bad input; 3 an AWS error
+(credentials, permissions, throttling); 4 nothing found (find with nothing published).
+Logs go to stderr; --json puts machine-readable output on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import botocore.exceptions
+
+from golden_ami import audit, cleanup, find, publish, userdata
+from golden_ami.aws import LOG, Aws, GoldenAmiError, translate
+
+COMMANDS = {
+    "publish": publish,
+    "find": find,
+    "cleanup": cleanup,
+    "user-data": userdata,
+    "audit": audit,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
+    common.add_argument("--profile", help="AWS profile")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logs; shows the API call count"
+    )
+    parser = argparse.ArgumentParser(prog="golden-ami", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        sub = commands.add_parser(name, parents=[common], help=module.__doc__.splitlines()[0])
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def log_to_stderr(verbose: int) -> None:
+    """Our own logger only: a library (or a test runner) keeps its logging as it was."""
+    for handler in list(LOG.handlers):
+        LOG.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("golden-ami: %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log_to_stderr(args.verbose)
+    aws = Aws(region=args.region, profile=args.profile)
+    try:
+        try:
+            result = args.run(args, aws)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise translate(exc) from exc
+    except GoldenAmiError as exc:
+        LOG.error("%s", exc)
+        return exc.exit_code
+    finally:
+        if args.verbose:
+            detail = ", ".join(f"{name} {count}" for name, count in sorted(aws.calls.items()))
+            LOG.info("%d API calls%s", aws.total_calls(), f" ({detail})" if detail else "")
+    if args.json:
+        print(json.dumps(result.data, indent=2, sort_keys=True, default=str))
+    elif result.text:
+        print(result.text)
+    return result.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

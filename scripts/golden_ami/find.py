@@ -1,0 +1,51 @@
+"""Print the current golden AMI of an OS and architecture (or one build of it)."""
+
+from __future__ import annotations
+
+from golden_ami.aws import NotFoundError
+from golden_ami.output import Result
+from golden_ami.publish import add_prefix_argument, check_prefix
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--os", required=True, help="al2023 or al2")
+    parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
+    parser.add_argument(
+        "--build", default="latest", help="a build ID instead of latest, e.g. 20261128T224200Z"
+    )
+    add_prefix_argument(parser)
+
+
+def lookup(aws, prefix: str, os_name: str, arch: str, build: str = "latest") -> tuple[str, dict]:
+    """The parameter's name and its SSM description; NotFoundError when nothing is published."""
+    name = f"{check_prefix(prefix)}/{os_name}/{arch}/{build}"
+    ssm = aws.client("ssm")
+    try:
+        return name, ssm.get_parameter(Name=name)["Parameter"]
+    except ssm.exceptions.ParameterNotFound as exc:
+        raise NotFoundError(
+            f"no golden AMI published at {name} in {aws.region}: run `golden-ami publish` first"
+        ) from exc
+
+
+def run(args, aws) -> Result:
+    name, parameter = lookup(aws, args.prefix, args.os, args.arch, args.build)
+    ami = parameter["Value"]
+    if not args.json:
+        return Result({"ami": ami}, [ami])
+    images = aws.client("ec2").describe_images(ImageIds=[ami])["Images"]
+    if not images:
+        raise NotFoundError(f"{name} names {ami}, which no longer exists in {aws.region}")
+    image = images[0]
+    return Result(
+        {
+            "ami": ami,
+            "parameter": name,
+            "parameter_version": parameter.get("Version"),
+            "region": aws.region,
+            "name": image.get("Name"),
+            "creation_date": image.get("CreationDate"),
+            "deprecation_time": image.get("DeprecationTime"),
+            "tags": {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])},
+        }
+    )
