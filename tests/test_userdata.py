@@ -1,0 +1,573 @@
+"""`golden-ami user-data`: the parts, the role's own files inside the boothook, refusals,
+the CLI, and cloud-init's own parser reading the result.
+
+The cloud-init test needs Debian's `cloud-init` package, unpacked (never installed) from
+`apt-get download cloud-init` into the pytest cache, and the Python packages requests and
+PyYAML in the interpreter that runs pytest. Without them it fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from golden_ami import cli, userdata
+from golden_ami.aws import UsageError
+from golden_ami.userdata import build_user_data
+from imds_rules import imds_rules
+
+ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
+BOOTHOOK = ("text/cloud-boothook", "ecs-imds-block-boothook.sh")
+ECS_CONFIG = ("text/x-shellscript", "ecs-imds-block-ecs-config.sh")
+SCRIPT = b"#!/bin/bash\nset -e\necho 'hello from the old user data' >/tmp/old\n"
+CLOUD_CONFIG = b"#cloud-config\npackages:\n  - jq\nruncmd:\n  - [touch, /tmp/cloud-config-ran]\n"
+MIME_SCRIPT = "#!/bin/bash\necho 'h\u00e9llo' >/tmp/mime\n".encode()  # not ASCII: base64 in the archive
+MIME_CLOUD_CONFIG = b"#cloud-config\ncloud_final_modules:\n- [scripts-user, always]\n"
+# The style AWS documents for MIME user data: one cloud-config part, one base64 script part.
+MIME = (
+    'Content-Type: multipart/mixed; boundary="//"\n'
+    "MIME-Version: 1.0\n"
+    "\n"
+    "--//\n"
+    'Content-Type: text/cloud-config; charset="us-ascii"\n'
+    "MIME-Version: 1.0\n"
+    "Content-Transfer-Encoding: 7bit\n"
+    'Content-Disposition: attachment; filename="cloud-config.txt"\n'
+    "Merge-Type: list(append)+dict(recurse_array)+str()\n"
+    "\n" + MIME_CLOUD_CONFIG.decode() + "\n"
+    "--//\n"
+    'Content-Type: text/x-shellscript; charset="utf-8"\n'
+    "MIME-Version: 1.0\n"
+    "Content-Transfer-Encoding: base64\n"
+    'Content-Disposition: attachment; filename="userdata.txt"\n'
+    "\n" + base64.encodebytes(MIME_SCRIPT).decode() + "--//--\n"
+).encode()
+
+
+def parts(data: bytes) -> list[email.message.Message]:
+    return [part for part in email.message_from_bytes(data).walk() if not part.is_multipart()]
+
+
+def kinds(data: bytes) -> list[tuple[str, str | None]]:
+    return [(part.get_content_type(), part.get_filename()) for part in parts(data)]
+
+
+def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
+    """What the boothook writes: path -> (mode, content), read from its quoted heredocs."""
+    script = parts(data)[0].get_payload(decode=True).decode()
+    pattern = re.compile(
+        r"^put (\S+) (0\d{3}) <<'ECS_IMDS_BLOCK_EOF'\n(.*?)^ECS_IMDS_BLOCK_EOF\n", re.M | re.S
+    )
+    found = {path: (mode, content) for path, mode, content in pattern.findall(script)}
+    assert len(found) == script.count("<<"), "every heredoc of the boothook is a `put PATH MODE <<'EOF'`"
+    return found
+
+
+# --- the parts ------------------------------------------------------------------------------
+
+
+def test_without_existing_user_data_two_parts():
+    data = build_user_data("prod", None)
+    assert kinds(data) == [BOOTHOOK, ECS_CONFIG]
+    assert data.startswith(b'Content-Type: multipart/mixed; boundary="==ecs-imds-block-user-data=="\n')
+    assert data.isascii()
+    assert build_user_data("prod", None) == data, "the same input gives the same bytes"
+
+
+@pytest.mark.parametrize(
+    ("existing", "content_type"),
+    [
+        (SCRIPT, "text/x-shellscript"),
+        (CLOUD_CONFIG, "text/cloud-config"),
+        (b"#cloud-boothook\n#!/bin/sh\necho early\n", "text/cloud-boothook"),
+        (b"#include\nhttps://example.com/user-data\n", "text/x-include-url"),
+        (b"  #Cloud-Config\nruncmd: []\n", "text/cloud-config"),  # cloud-init lowercases and lstrips
+        (b"#!/bin/sh\r\necho 'windows line ends, kept'\r\n", "text/x-shellscript"),
+    ],
+)
+def test_existing_single_part_sits_between_ours_byte_for_byte(existing, content_type):
+    data = build_user_data("prod", existing)
+    assert kinds(data) == [BOOTHOOK, (content_type, "existing-user-data"), ECS_CONFIG]
+    assert parts(data)[1].get_payload(decode=True) == existing
+
+
+def test_existing_mime_archive_is_merged_in_order_payloads_types_and_names_kept():
+    data = build_user_data("prod", MIME)
+    assert kinds(data) == [
+        BOOTHOOK,
+        ("text/cloud-config", "cloud-config.txt"),
+        ("text/x-shellscript", "userdata.txt"),
+        ECS_CONFIG,
+    ]
+    theirs = parts(MIME)
+    merged = parts(data)[1:3]
+    assert [p.get_payload(decode=True) for p in merged] == [MIME_CLOUD_CONFIG, MIME_SCRIPT]
+    assert [p.get_payload(decode=True) for p in merged] == [p.get_payload(decode=True) for p in theirs]
+    assert [p["Content-Type"] for p in merged] == [p["Content-Type"] for p in theirs]
+    assert merged[0]["Merge-Type"] == "list(append)+dict(recurse_array)+str()"
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        (SCRIPT, [("text/x-shellscript", "existing-user-data")]),
+        (MIME, [("text/cloud-config", "cloud-config.txt"), ("text/x-shellscript", "userdata.txt")]),
+    ],
+    ids=["script", "mime"],
+)
+def test_gzipped_existing_user_data_is_decompressed(existing, expected):
+    data = build_user_data("prod", gzip.compress(existing))
+    assert kinds(data) == [BOOTHOOK, *expected, ECS_CONFIG]
+    assert data == build_user_data("prod", existing)
+
+
+# --- the boothook holds the role's own files --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "allow", "allow_v6"),
+    [("reject", [], []), ("drop", ["172.31.250.0/24", "10.0.0.7"], ["fd00:1::/64"])],
+)
+def test_boothook_rules_are_the_role_filters_output(action, allow, allow_v6):
+    written = heredocs(build_user_data("prod", None, action, True, allow, allow_v6))
+    assert written["/etc/sysconfig/iptables"] == ("0600", imds_rules(4, action, allow, True))
+    assert written["/etc/sysconfig/ip6tables"] == ("0600", imds_rules(6, action, allow_v6, True))
+
+
+def test_boothook_loader_is_the_roles_file_byte_for_byte():
+    written = heredocs(build_user_data("prod", None))
+    mode, content = written["/usr/local/sbin/ecs-imds-block"]
+    assert mode == "0755"
+    assert content.encode() == (ROLE / "files" / "ecs-imds-block").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def role_dropins(tmp_path_factory) -> dict[bool, dict[str, str]]:
+    """The drop-ins as Ansible's template module renders the role's templates with the role's
+    own vars (vars/main.yml computes the families and services), for IPv6 on and off."""
+    playbook_bin = Path(sys.executable).with_name("ansible-playbook")
+    playbook_bin = str(playbook_bin) if playbook_bin.exists() else shutil.which("ansible-playbook")
+    if not playbook_bin:
+        pytest.fail("ansible-playbook is needed to render the role's templates (pip install -e '.[dev]')")
+    out = tmp_path_factory.mktemp("dropins")
+    tasks = []
+    for ipv6 in (True, False):
+        tasks += [
+            {
+                "name": f"persistence drop-ins, ipv6={ipv6}",
+                "ansible.builtin.template": {
+                    "src": str(ROLE / "templates" / "persistence.conf.j2"),
+                    "dest": f"{out}/{ipv6}/etc/systemd/system/"
+                    "{{ item }}.d/{{ ecs_imds_block__dropin }}",
+                },
+                "loop": "{{ ecs_imds_block__services }}",
+                "vars": {"ecs_imds_block_ipv6": ipv6},
+            },
+            {
+                "name": f"docker drop-in, ipv6={ipv6}",
+                "ansible.builtin.template": {
+                    "src": str(ROLE / "templates" / "docker.conf.j2"),
+                    "dest": f"{out}/{ipv6}/etc/systemd/system/{{{{ ecs_imds_block__docker_service }}}}.d/"
+                    "{{ ecs_imds_block__dropin }}",
+                },
+                "vars": {"ecs_imds_block_ipv6": ipv6},
+            },
+        ]
+    for ipv6 in (True, False):
+        for parent in ("iptables.service.d", "ip6tables.service.d", "docker.service.d"):
+            (out / str(ipv6) / "etc/systemd/system" / parent).mkdir(parents=True)
+    play = {
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars_files": [str(ROLE / "vars" / "main.yml"), str(ROLE / "vars" / "Amazon-2023.yml")],
+        "tasks": tasks,
+    }
+    (out / "play.yml").write_text(json.dumps([play]))
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(out / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run(
+        [
+            playbook_bin,
+            "-i",
+            "localhost,",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            out / "play.yml",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, f"ansible-playbook failed:\n{result.stdout}\n{result.stderr}"
+    return {
+        ipv6: {
+            "/" + str(path.relative_to(out / str(ipv6))): path.read_text()
+            for path in sorted((out / str(ipv6)).rglob("*.conf"))
+        }
+        for ipv6 in (True, False)
+    }
+
+
+@pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
+def test_boothook_dropins_are_what_the_role_renders(role_dropins, ipv6):
+    written = heredocs(build_user_data("prod", None, ipv6=ipv6))
+    dropins = {path: content for path, (mode, content) in written.items() if path.startswith("/etc/systemd/")}
+    assert dropins == role_dropins[ipv6]
+    assert {mode for path, (mode, _) in written.items() if path in dropins} == {"0644"}
+    assert userdata.render_dropins(ipv6) == role_dropins[ipv6]
+
+
+def test_boothook_without_ipv6_leaves_ipv6_alone():
+    data = build_user_data("prod", None, ipv6=False)
+    script = parts(data)[0].get_payload(decode=True).decode()
+    assert sorted(heredocs(data)) == [
+        "/etc/sysconfig/iptables",
+        "/etc/systemd/system/docker.service.d/50-ecs-imds-block.conf",
+        "/etc/systemd/system/iptables.service.d/50-ecs-imds-block.conf",
+        "/usr/local/sbin/ecs-imds-block",
+    ]
+    assert script.endswith(
+        "systemctl daemon-reload\n"
+        "systemctl enable iptables.service\n"
+        "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables\n"
+    )
+
+
+def test_boothook_installs_enables_and_applies_and_is_valid_shell(tmp_path):
+    script = parts(build_user_data("prod", None))[0].get_payload(decode=True).decode()
+    head = script.split("\n", 3)
+    assert head[:3] == ["#cloud-boothook", "#!/bin/sh", head[2]]
+    assert "\nset -eu\n" in script
+    assert "if ! rpm -q --quiet --whatprovides iptables-services; then" in script
+    assert "        dnf install -y iptables-services\n" in script
+    assert "        yum install -y iptables-services\n" in script
+    assert script.endswith(
+        "systemctl daemon-reload\n"
+        "systemctl enable iptables.service ip6tables.service\n"
+        "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables\n"
+        "/usr/local/sbin/ecs-imds-block apply 6 /etc/sysconfig/ip6tables\n"
+    )
+    (tmp_path / "boothook").write_text(script.split("\n", 1)[1])  # as cloud-init runs it
+    subprocess.run(["sh", "-n", str(tmp_path / "boothook")], check=True)
+
+
+def test_boothook_heredocs_write_exactly_those_bytes_through_a_real_shell(tmp_path):
+    """The heredocs are quoted: the shell writes the content as it is, `$` and backslashes too."""
+    script = parts(build_user_data("prod", None))[0].get_payload(decode=True).decode()
+    blocks = re.findall(
+        r"^put \S+ 0\d{3} <<'ECS_IMDS_BLOCK_EOF'\n.*?^ECS_IMDS_BLOCK_EOF\n", script, re.M | re.S
+    )
+    root = tmp_path / "root"
+    put = 'put() { mkdir -p "$ROOT$(dirname "$1")"; cat >"$ROOT$1"; }\n'
+    subprocess.run(["sh", "-euc", put + "".join(blocks)], check=True, env={**os.environ, "ROOT": str(root)})
+    for path, (_, content) in heredocs(build_user_data("prod", None)).items():
+        assert (root / path.lstrip("/")).read_text() == content, path
+
+
+def test_ecs_config_part_appends_cluster_and_awsvpc_block(tmp_path):
+    script = parts(build_user_data("prod-blue_2", None))[-1].get_payload(decode=True).decode()
+    assert "mkdir -p /etc/ecs\n" in script
+    assert "set -eu\n" in script
+    assert script.endswith(
+        "cat >>/etc/ecs/ecs.config <<'ECS_IMDS_BLOCK_EOF'\n"
+        "ECS_CLUSTER=prod-blue_2\n"
+        "ECS_AWSVPC_BLOCK_IMDS=true\n"
+        "ECS_IMDS_BLOCK_EOF\n"
+    )
+    # Run against a scratch copy of ecs.config whose last line has no newline.
+    config = tmp_path / "ecs.config"
+    config.write_text("ECS_LOGLEVEL=info")
+    local = script.replace("/etc/ecs/ecs.config", str(config)).replace("/etc/ecs", str(tmp_path))
+    subprocess.run(["sh", "-c", local], check=True)
+    assert config.read_text() == "ECS_LOGLEVEL=info\nECS_CLUSTER=prod-blue_2\nECS_AWSVPC_BLOCK_IMDS=true\n"
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cluster", ["prod cluster", "", "prod/1", "x" * 256, "prod\n", "pr\u00f6d"])
+def test_bad_cluster_name_is_refused(cluster):
+    with pytest.raises(UsageError) as error:
+        build_user_data(cluster, None)
+    assert str(error.value) == (
+        f"invalid ECS cluster name {cluster!r}: use 1 to 255 letters, digits, hyphens and underscores"
+    )
+
+
+def test_longest_cluster_name_is_accepted():
+    assert b"ECS_CLUSTER=" + b"x" * 255 + b"\n" in build_user_data("x" * 255, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"allow_v6": ["10.0.0.0/8"]}, "imds_rules: '10.0.0.0/8' is an IPv4 network in the IPv6 allowlist"),
+        ({"allow": ["fd00::/8"]}, "imds_rules: 'fd00::/8' is an IPv6 network in the IPv4 allowlist"),
+        ({"allow": ["10.0.0.1/8"]}, "imds_rules: invalid CIDR '10.0.0.1/8': 10.0.0.1/8 has host bits set"),
+        (
+            {"allow": ["0.0.0.0/0"]},
+            "imds_rules: '0.0.0.0/0' would allow every container to reach IMDS; "
+            "turn bridge blocking off instead if that is what you mean",
+        ),
+        (
+            {"ipv6": False, "allow_v6": ["fd00:1::/64"]},
+            "--allow-v6 has no effect with --no-ipv6: drop one of them",
+        ),
+        (
+            {"ipv6": False, "allow_v6": ["10.0.0.0/8"]},
+            "imds_rules: '10.0.0.0/8' is an IPv4 network in the IPv6 allowlist",
+        ),
+        ({"action": "accept"}, "imds_rules: action must be one of ('reject', 'drop'), got 'accept'"),
+    ],
+)
+def test_bad_rules_input_is_refused_with_the_filters_message(kwargs, message):
+    with pytest.raises(UsageError) as error:
+        build_user_data("prod", None, **kwargs)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("existing", "message"),
+    [
+        (
+            b"echo no shebang\n",
+            "old.txt: not user data that cloud-init recognises (it starts with b'echo no shebang'); "
+            "expected a MIME archive or a first line starting with #include, #include-once, #!, "
+            "#cloud-config, #part-handler, #cloud-boothook, #cloud-config-archive, #cloud-config-jsonp, "
+            "## template: jinja",
+        ),
+        (b"\xff\xfe#!/bin/sh\n", "old.txt: not user data that cloud-init recognises"),
+        (b"", "old.txt: is empty"),
+        (gzip.compress(b"")[:-4], "old.txt: looks gzipped but does not decompress"),
+        (
+            b"MIME-Version: 1.0\nContent-Type: text/plain\n\n\xff\n",
+            "old.txt: a MIME archive that is not UTF-8",
+        ),
+    ],
+)
+def test_unrecognised_existing_user_data_is_refused_naming_the_file(existing, message):
+    with pytest.raises(UsageError) as error:
+        build_user_data("prod", existing, source="old.txt")
+    assert str(error.value).startswith(message)
+
+
+def test_existing_part_named_like_ours_is_refused():
+    archive = MIME.replace(b'filename="userdata.txt"', b'filename="ecs-imds-block-ecs-config.sh"')
+    with pytest.raises(UsageError, match=r"^old.txt: a part is named 'ecs-imds-block-ecs-config.sh'"):
+        build_user_data("prod", archive, source="old.txt")
+
+
+def test_over_16_kb_is_refused_with_the_size():
+    big = b"#!/bin/sh\n" + b"echo 'a line of an old, long user-data script'\n" * 300
+    with pytest.raises(UsageError) as error:
+        build_user_data("prod", big)
+    match = re.fullmatch(
+        r"the user data would be (\d+) bytes, over EC2's limit of 16384 bytes \(before base64\): "
+        r"the existing user data takes (\d+) of them, the IMDS block (\d+); "
+        r"shorten the existing user data, or have it fetch the rest \(#include a URL\)",
+        str(error.value),
+    )
+    assert match, str(error.value)
+    total, theirs, ours = map(int, match.groups())
+    assert total > 16384
+    assert total == theirs + ours
+    assert theirs > len(big)
+
+
+def test_just_under_16_kb_is_accepted():
+    base = len(build_user_data("prod", b"#!/bin/sh\n"))
+    filler = b"#" * 79 + b"\n"  # 7bit lines: each adds its own length, nothing else
+    script = b"#!/bin/sh\n" + filler * ((16384 - base) // len(filler))
+    assert 16384 - len(filler) < len(build_user_data("prod", script)) <= 16384
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_writes_output_file(tmp_path, capsys):
+    (tmp_path / "old.sh").write_bytes(SCRIPT)
+    out = tmp_path / "user-data.mime"
+    argv = ["user-data", "--cluster", "prod", "--existing", str(tmp_path / "old.sh"), "--output", str(out)]
+    argv += ["--action", "drop", "--allow", "172.31.250.0/24", "--allow-v6", "fd00:1::/64"]
+    assert cli.main(argv) == 0
+    assert out.read_bytes() == build_user_data(
+        "prod", SCRIPT, "drop", True, ["172.31.250.0/24"], ["fd00:1::/64"]
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_without_output_prints_the_user_data_exactly(capsys):
+    assert cli.main(["user-data", "--cluster", "prod", "--no-ipv6"]) == 0
+    assert capsys.readouterr().out.encode() == build_user_data("prod", None, ipv6=False)
+
+
+def test_cli_json_reports_the_parts(tmp_path, capsys):
+    (tmp_path / "old.mime").write_bytes(gzip.compress(MIME))
+    out = tmp_path / "user-data.mime"
+    argv = ["user-data", "--json", "--cluster", "prod", "--existing", str(tmp_path / "old.mime")]
+    assert cli.main([*argv, "--output", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {
+        "bytes": len(out.read_bytes()),
+        "parts": [
+            {"content_type": "text/cloud-boothook", "filename": "ecs-imds-block-boothook.sh"},
+            {"content_type": "text/cloud-config", "filename": "cloud-config.txt"},
+            {"content_type": "text/x-shellscript", "filename": "userdata.txt"},
+            {"content_type": "text/x-shellscript", "filename": "ecs-imds-block-ecs-config.sh"},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", "bad name"], "invalid ECS cluster name 'bad name'"),
+        (
+            ["--cluster", "prod", "--allow-v6", "10.0.0.0/8"],
+            "imds_rules: '10.0.0.0/8' is an IPv4 network in the",
+        ),
+        (
+            ["--cluster", "prod", "--existing", "{tmp}/old.txt"],
+            "{tmp}/old.txt: not user data that cloud-init",
+        ),
+        (
+            ["--cluster", "prod", "--existing", "{tmp}/missing"],
+            "cannot read --existing {tmp}/missing: No such file",
+        ),
+        (["--cluster", "prod", "--json"], "user-data --json prints a summary on stdout: pass --output FILE"),
+    ],
+)
+def test_cli_refuses_before_writing_anything(tmp_path, capsys, args, message):
+    (tmp_path / "old.txt").write_text("hello\n")
+    out = tmp_path / "user-data.mime"
+    argv = ["user-data", *(arg.format(tmp=tmp_path) for arg in args), "--output", str(out)]
+    if "--json" in args:
+        argv = argv[:-2]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert f"golden-ami: {message.format(tmp=tmp_path)}" in captured.err
+    assert captured.out == ""
+    assert not out.exists()
+
+
+# --- cloud-init's own parser ------------------------------------------------------------------
+
+CLOUD_INIT_PARSE = textwrap.dedent(
+    """
+    import base64, json, sys, tempfile
+    from cloudinit import helpers, user_data
+
+    scratch = tempfile.mkdtemp()
+    paths = helpers.Paths({"cloud_dir": scratch + "/cloud", "run_dir": scratch + "/run"})
+    with open(sys.argv[1], "rb") as handle:
+        message = user_data.UserDataProcessor(paths).process(handle.read())
+    print(json.dumps([
+        [part.get_content_type(), part.get_filename(),
+         base64.b64encode(part.get_payload(decode=True)).decode()]
+        for part in message.walk() if not part.is_multipart()
+    ]))
+    """
+)
+
+
+def _apt_get(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # The download runs as root into a folder _apt may not read: keep apt from warning about it.
+    return subprocess.run(
+        ["apt-get", "-q", "-o", "APT::Sandbox::User=root", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="session")
+def cloud_init(request) -> Path:
+    """cloud-init's Python package, from Debian's `cloud-init` .deb unpacked (never installed) into
+    the pytest cache; CLOUD_INIT_DEB may name a .deb that is already there."""
+    cache = Path(request.config.cache.mkdir("cloud-init"))
+    tree = cache / "root"
+    dist = tree / "usr" / "lib" / "python3" / "dist-packages"
+    if not (dist / "cloudinit" / "user_data.py").is_file():
+        missing = [tool for tool in ("apt-get", "dpkg-deb") if not shutil.which(tool)]
+        if missing:
+            pytest.fail(f"the cloud-init test needs {' and '.join(missing)} (a Debian machine)")
+        debs = [Path(os.environ["CLOUD_INIT_DEB"])] if os.environ.get("CLOUD_INIT_DEB") else []
+        debs = debs or sorted(cache.glob("cloud-init_*.deb"))
+        if not debs:
+            download = _apt_get(["download", "cloud-init"], cache)
+            if download.returncode:  # a fresh machine has no package lists yet
+                update = _apt_get(["update"], cache)
+                download = _apt_get(["download", "cloud-init"], cache) if update.returncode == 0 else update
+            if download.returncode:
+                pytest.fail(
+                    "cannot get Debian's cloud-init package for the cloud-init test: "
+                    f"`apt-get update && apt-get download cloud-init` (as root) failed:\n{download.stderr}"
+                )
+            debs = sorted(cache.glob("cloud-init_*.deb"))
+        staging = cache / "root.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
+        shutil.rmtree(tree, ignore_errors=True)
+        staging.rename(tree)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import cloudinit.user_data, cloudinit.helpers"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(dist)},
+    )
+    if probe.returncode:
+        error = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        pytest.fail(
+            f"cloud-init's user-data parser does not import under {sys.executable}: {error}. "
+            "It needs the Python packages requests and PyYAML (both in this project's dev extras)"
+        )
+    return dist
+
+
+def cloud_init_parts(cloud_init: Path, data: bytes, tmp_path: Path) -> list[tuple[str, str, bytes]]:
+    (tmp_path / "user-data").write_bytes(data)
+    (tmp_path / "parse.py").write_text(CLOUD_INIT_PARSE)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "parse.py"), str(tmp_path / "user-data")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(cloud_init)},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, f"cloud-init could not process the user data:\n{result.stderr}"
+    return [(ctype, name, base64.b64decode(payload)) for ctype, name, payload in json.loads(result.stdout)]
+
+
+@pytest.mark.parametrize(
+    ("existing", "theirs"),
+    [
+        (None, []),
+        (SCRIPT, [("text/x-shellscript", "existing-user-data", SCRIPT)]),
+        (CLOUD_CONFIG, [("text/cloud-config", "existing-user-data", CLOUD_CONFIG)]),
+        (
+            MIME,
+            [
+                ("text/cloud-config", "cloud-config.txt", MIME_CLOUD_CONFIG),
+                ("text/x-shellscript", "userdata.txt", MIME_SCRIPT),
+            ],
+        ),
+        (gzip.compress(SCRIPT), [("text/x-shellscript", "existing-user-data", SCRIPT)]),
+    ],
+    ids=["none", "script", "cloud-config", "mime", "gzip"],
+)
+def test_cloud_init_reads_the_parts_in_order(cloud_init, tmp_path, existing, theirs):
+    data = build_user_data("prod", existing)
+    seen = cloud_init_parts(cloud_init, data, tmp_path)
+    ours = parts(data)
+    assert seen == [
+        (*BOOTHOOK, ours[0].get_payload(decode=True)),
+        *theirs,
+        (*ECS_CONFIG, ours[-1].get_payload(decode=True)),
+    ]
