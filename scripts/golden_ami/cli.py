@@ -16,11 +16,12 @@ import sys
 
 import botocore.exceptions
 
-from golden_ami import audit, cleanup, find, publish, userdata
+from golden_ami import audit, cleanup, find, publish, rollback, userdata
 from golden_ami.aws import LOG, Aws, GoldenAmiError, translate
 
 COMMANDS = {
     "publish": publish,
+    "rollback": rollback,
     "find": find,
     "cleanup": cleanup,
     "user-data": userdata,

@@ -1,0 +1,96 @@
+"""Move latest back to an earlier build (the previous one by default), in every region or none.
+
+Reads the immutable {prefix}/{os}/{arch}/{build} entries that publish wrote, checks that the
+target build's AMI still exists and is available in every region, and only then moves
+{prefix}/{os}/{arch}/latest to it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from golden_ami.aws import LOG, NotFoundError, UsageError
+from golden_ami.output import Result, table
+from golden_ami.publish import add_prefix_argument, check_prefix
+
+BUILD_ID = re.compile(r"\d{8}T\d{6}Z\Z")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--os", required=True, help="al2023 or al2")
+    parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
+    parser.add_argument(
+        "--to", default="previous", help="a build ID, or `previous` (default): the build before latest"
+    )
+    parser.add_argument(
+        "--regions", nargs="+", metavar="REGION", help="regions to roll back (default: --region)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show the move, change nothing")
+    add_prefix_argument(parser)
+
+
+def builds(ssm, base: str) -> dict[str, str]:
+    """Build ID -> AMI of every immutable entry under ``base``."""
+    entries = {}
+    for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=base, Recursive=False):
+        for parameter in page["Parameters"]:
+            build = parameter["Name"].rsplit("/", 1)[1]
+            if BUILD_ID.match(build):
+                entries[build] = parameter["Value"]
+    return entries
+
+
+def target(region: str, history: dict[str, str], current: str | None, wanted: str) -> str:
+    """The build to roll back to in ``region``."""
+    if wanted != "previous":
+        if wanted not in history:
+            raise NotFoundError(
+                f"{region}: no build {wanted!r}; known builds: {', '.join(sorted(history)) or 'none'}"
+            )
+        return wanted
+    ordered = sorted(history)
+    at = [build for build in ordered if history[build] == current]
+    if not at:
+        raise NotFoundError(
+            f"{region}: latest ({current}) is not one of the published builds; pass --to BUILD"
+        )
+    index = ordered.index(at[-1])
+    if index == 0:
+        raise NotFoundError(f"{region}: latest is already the oldest published build ({at[-1]})")
+    return ordered[index - 1]
+
+
+def run(args, aws) -> Result:
+    if args.to != "previous" and not BUILD_ID.match(args.to):
+        raise UsageError(f"--to {args.to!r} is not a build ID like 20261128T223721Z, nor `previous`")
+    base = f"{check_prefix(args.prefix)}/{args.os}/{args.arch}"
+    latest = f"{base}/latest"
+    moves = []
+    for region in args.regions or [aws.region]:
+        ssm = aws.client("ssm", region)
+        history = builds(ssm, base)
+        try:
+            current = ssm.get_parameter(Name=latest)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            current = None
+        build = target(region, history, current, args.to)
+        ami = history[build]
+        images = aws.client("ec2", region).describe_images(
+            Filters=[{"Name": "image-id", "Values": [ami]}]
+        )["Images"]  # fmt: skip
+        if not images or images[0]["State"] != "available":
+            state = images[0]["State"] if images else "deregistered"
+            raise NotFoundError(f"{region}: build {build} is {ami}, which is {state}: cannot roll back to it")
+        moves.append({"region": region, "parameter": latest, "from": current, "to": ami, "build": build})
+
+    lines = table([[m["region"], m["from"] or "-", m["to"], m["build"]] for m in moves],
+                  ["REGION", "FROM", "TO", "BUILD"])  # fmt: skip
+    if args.dry_run:
+        return Result({"dry_run": True, "moves": moves}, ["dry run: would move latest", *lines])
+    for move in moves:  # every region was checked before any moves
+        aws.client("ssm", move["region"]).put_parameter(
+            Name=latest, Value=move["to"], Type="String", DataType="aws:ec2:image", Overwrite=True,
+            Description=f"current golden ECS AMI {args.os}/{args.arch}: build {move['build']} (rollback)",
+        )  # fmt: skip
+        LOG.info("%s: %s -> %s (build %s)", move["region"], latest, move["to"], move["build"])
+    return Result({"dry_run": False, "moves": moves}, ["rolled back", *lines])
