@@ -79,7 +79,7 @@ def translate(error: Exception) -> GoldenAmiError:
             "no AWS credentials found (environment, AWS_PROFILE, SSO, web identity or instance role)"
         )
     if isinstance(error, botocore.exceptions.NoRegionError):
-        return UsageError("no AWS region: pass --region or set AWS_REGION")
+        return UsageError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
     if isinstance(error, botocore.exceptions.EndpointConnectionError):
         return AwsError(f"cannot reach AWS: {error}")
     if isinstance(error, botocore.exceptions.WaiterError):
@@ -103,7 +103,7 @@ class Aws:
     @property
     def region(self) -> str:
         if not self.session.region_name:
-            raise UsageError("no AWS region: pass --region or set AWS_REGION")
+            raise UsageError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
         return self.session.region_name
 
     def _count(self, model, **_):

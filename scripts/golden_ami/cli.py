@@ -31,7 +31,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
+    common.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION or the profile's)")
     common.add_argument("--profile", help="AWS profile")
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument(
