@@ -20,6 +20,10 @@ source "amazon-ebs" "al2-x86_64" {
   ami_description = "ECS-optimized Amazon Linux 2 (x86_64), containers kept away from IMDS. ecs_imds_block ${var.role_version}, commit ${var.git_commit}."
   tags            = merge(local.common_tags, local.variant_tags["al2-x86_64"])
   snapshot_tags   = merge(local.common_tags, local.variant_tags["al2-x86_64"])
+  # On the build instance, its volumes, key pair and security group too: the build role's
+  # IAM conditions (iam/packer-build.json) require Project on everything it touches.
+  run_tags        = merge(local.common_tags, local.variant_tags["al2-x86_64"])
+  run_volume_tags = local.common_tags
 
   region             = var.region
   ami_regions        = var.ami_regions
@@ -49,6 +53,10 @@ source "amazon-ebs" "al2-arm64" {
   ami_description = "ECS-optimized Amazon Linux 2 (arm64), containers kept away from IMDS. ecs_imds_block ${var.role_version}, commit ${var.git_commit}."
   tags            = merge(local.common_tags, local.variant_tags["al2-arm64"])
   snapshot_tags   = merge(local.common_tags, local.variant_tags["al2-arm64"])
+  # On the build instance, its volumes, key pair and security group too: the build role's
+  # IAM conditions (iam/packer-build.json) require Project on everything it touches.
+  run_tags        = merge(local.common_tags, local.variant_tags["al2-arm64"])
+  run_volume_tags = local.common_tags
 
   region             = var.region
   ami_regions        = var.ami_regions

@@ -351,6 +351,15 @@ def test_ssm_data_sources_name_the_ecs_optimized_ami_of_their_variant(packer):
 
 
 @pytest.mark.parametrize("name", SOURCES)
+def test_build_volumes_carry_the_project_tag_the_build_role_requires(packer, name):
+    body, locals_ = packer.sources()[f"amazon-ebs.{name}"].body, packer.locals()
+    where = f"source {name} run_volume_tags"
+    tags = resolve_local(expression(body.get("run_volume_tags"), where), locals_, where)
+    assert isinstance(tags, dict), f"{where}: not an object"
+    assert literal({unquote(k): v for k, v in tags.items()}["Project"], f"{where} Project") == PROJECT, where
+
+
+@pytest.mark.parametrize("name", SOURCES)
 def test_source_ami_comes_from_its_data_source(packer, name):
     body = packer.sources()[f"amazon-ebs.{name}"].body
     source_ami = expression(body.get("source_ami"), f"source {name} source_ami")
@@ -358,7 +367,7 @@ def test_source_ami_comes_from_its_data_source(packer, name):
 
 
 @pytest.mark.parametrize("name", SOURCES)
-@pytest.mark.parametrize("attribute", ["tags", "snapshot_tags"])
+@pytest.mark.parametrize("attribute", ["tags", "snapshot_tags", "run_tags"])
 def test_source_tags_identify_the_build(packer, name, attribute):
     body, locals_ = packer.sources()[f"amazon-ebs.{name}"].body, packer.locals()
     where = f"source {name} {attribute}"
