@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [c["check"] for c in checks if not c["ok"]] or ["verify did not finish"]
         print(f"make image: FAILED: {failed[0]}; {args.tag} was removed", file=sys.stderr)
         return 1
-    progress(5, f"writing {args.manifest.relative_to(PROJECT_ROOT)}")
+    progress(5, f"writing {args.manifest}")
     write_manifest(args, source, artifact, started)
     print(f"  manifest  {args.manifest}")
     print(f"make image: built and verified {args.tag} in {time.time() - started:.0f} s")
