@@ -6,7 +6,7 @@ OS ?= al2023
 ARCH ?= x86_64
 PACKER_VARS = -var git_commit=$$(git rev-parse HEAD)
 
-.PHONY: test image ami lint unit molecule clean
+.PHONY: test image ami bench lint unit molecule clean
 
 # tox runs the tests in environments of its own; boto3 here serves `make ami`'s preflight.
 $(VENV)/.ready: pyproject.toml
@@ -31,6 +31,11 @@ ami: $(VENV)/.ready
 	packer init packer/
 	packer validate $(PACKER_VARS) packer/
 	packer build -only="amazon-ebs.$(OS)-$(ARCH)" $(PACKER_VARS) packer/
+
+## bench: IMDS time-to-fail, role cost, data-path overhead, audit scaling (Docker, root; 7-12 min)
+bench: $(VENV)/.ready
+	scripts/ensure-docker
+	$(TOX) -e bench -- $(BENCH_ARGS)
 
 lint unit molecule: $(VENV)/.ready
 	$(TOX) -e $@

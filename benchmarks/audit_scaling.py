@@ -1,0 +1,132 @@
+"""Measurement 4: API calls and wall time of `golden-ami audit` as one cluster grows.
+
+Against moto in this process, with moto made to page and refuse as AWS does
+(benchmarks/moto_paging.py), one cluster of n container instances on a published golden AMI.
+The audit runs as the CLI runs it (its own parser, audit.run, an Aws that counts calls);
+only the audit is timed, not building the fleet. The count checked, for one named cluster:
+
+    calls = ceil(n/100) [ListContainerInstances] + ceil(n/100) [DescribeContainerInstances]
+          + ceil(n/1000) [DescribeInstances] + 1 [GetParametersByPath]
+
+that is, ceil(n/100) plus ceil(n/1000) per kind of call, not n.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+
+import boto3
+from golden_ami import audit, cli
+from golden_ami.aws import Aws
+
+from benchmarks.moto_paging import paging_like_aws
+from benchmarks.progress import log
+
+REGION = "eu-west-1"
+CLUSTER = "bench"
+PREFIX = "/golden-ami/ecs"
+BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
+FORMULA = (
+    "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [ssm]"
+    "  (ceil(n/100) plus ceil(n/1000), not n)"
+)
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+CLEARED_ENV = ("AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+def expected_calls(n: int) -> dict[str, int]:
+    pages = math.ceil(n / 100)
+    return {
+        "ecs:ListContainerInstances": pages,
+        "ecs:DescribeContainerInstances": pages,
+        "ec2:DescribeInstances": math.ceil(n / 1000),
+        "ssm:GetParametersByPath": 1,
+    }
+
+
+@contextlib.contextmanager
+def _moto() -> Iterator[None]:
+    """Fake credentials, no local AWS configuration, every call to a fresh moto."""
+    from moto import mock_aws
+
+    saved = dict(os.environ)
+    for name in CLEARED_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(FAKE_ENV)
+    try:
+        with mock_aws(), paging_like_aws():
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _fleet(n: int) -> None:
+    """A published golden AMI and n container instances on it in CLUSTER.
+
+    Instances are launched 100 to a reservation (moto pages DescribeInstances by reservation,
+    which AWS does not when InstanceIds are given); container instances are registered
+    straight in moto's backend, which is setup, not measured, and 50x faster than the API.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ecs.models import ecs_backends
+
+    ec2, ecs, ssm = (boto3.client(s, region_name=REGION) for s in ("ec2", "ecs", "ssm"))
+    builder = ec2.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    golden = ec2.create_image(InstanceId=builder, Name="ecs-imds-golden-al2023-x86_64")["ImageId"]
+    ec2.terminate_instances(InstanceIds=[builder])
+    ssm.put_parameter(Name=f"{PREFIX}/al2023/x86_64/latest", Value=golden, Type="String")
+    ecs.create_cluster(clusterName=CLUSTER)
+    backend = ecs_backends[DEFAULT_ACCOUNT_ID][REGION]
+    options = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
+    for start in range(0, n, 100):
+        count = min(100, n - start)
+        reservation = ec2.run_instances(
+            ImageId=golden, MinCount=count, MaxCount=count, MetadataOptions=options
+        )
+        for instance in reservation["Instances"]:
+            backend.register_container_instance(CLUSTER, instance["InstanceId"])
+
+
+def audit_once(n: int) -> dict:
+    with _moto():
+        _fleet(n)
+        args = cli.build_parser().parse_args(["audit", "--region", REGION, "--cluster", CLUSTER])
+        aws = Aws(region=REGION)
+        start = time.perf_counter()
+        result = audit.run(args, aws)
+        seconds = time.perf_counter() - start
+    summary = result.data["summary"]
+    if summary["instances"] != n or summary["with_findings"]:
+        raise RuntimeError(f"audit of {n} instances saw {json.dumps(summary)}")
+    calls = dict(aws.calls)
+    expected = expected_calls(n)
+    return {
+        "n": n,
+        "calls": sum(calls.values()),
+        "expected_calls": sum(expected.values()),
+        "by_call": calls,
+        "formula_holds": calls == expected,
+        "seconds": round(seconds, 3),
+    }
+
+
+def measure(sizes: tuple[int, ...]) -> dict:
+    results = {}
+    for n in sizes:
+        results[str(n)] = audit_once(n)
+        row = results[str(n)]
+        log(f"audit n={n}: {row['calls']} calls (expected {row['expected_calls']}), {row['seconds']:.2f} s")
+    return {"formula": FORMULA, "sizes": results}
