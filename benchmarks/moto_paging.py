@@ -1,7 +1,6 @@
 """Make moto page and refuse the way AWS does, so that API call counts mean something.
 
-The same patch as the `aws_paging` fixture of tests/test_audit.py, as a context manager that
-needs no pytest (that fixture could become `with paging_like_aws(): yield`).
+Used by the audit benchmark and by the `aws_paging` fixture of tests/test_audit.py.
 
 moto 5.2.5 returns every container instance in one ListContainerInstances page (AWS: at most
 maxResults, 100 by default and at most) and an empty list for a missing cluster (AWS:

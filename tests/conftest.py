@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "ecs_imds_block"
 sys.path.insert(0, str(ROLE / "filter_plugins"))
 sys.path.insert(0, str(ROOT / "scripts"))  # golden_ami, also when not installed
+sys.path.insert(0, str(ROOT))  # benchmarks (its moto paging patch)
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
 

@@ -11,6 +11,8 @@ from golden_ami import audit, cli
 from golden_ami.aws import Aws, NotFoundError, UsageError
 from moto import mock_aws
 
+from benchmarks.moto_paging import paging_like_aws
+
 REGION = "eu-west-1"
 CALLER = "123456789012"  # moto's default account
 BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
@@ -39,50 +41,10 @@ def mocked(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def aws_paging(monkeypatch):
-    """Make moto page and refuse the way AWS does, so that call counts mean something.
-
-    moto 5.2.5 returns every container instance in one ListContainerInstances page (AWS: at
-    most maxResults, 100 by default and at most) and an empty list for a missing cluster (AWS:
-    ClusterNotFoundException); it accepts any number of container instances in
-    DescribeContainerInstances (AWS: 100) and of InstanceIds in DescribeInstances (1000).
-    """
-    from moto.core.responses import ActionResult
-    from moto.ec2.exceptions import InvalidParameterValueError
-    from moto.ec2.responses.instances import InstanceResponse
-    from moto.ecs.exceptions import InvalidParameterException
-    from moto.ecs.responses import EC2ContainerServiceResponse
-
-    def list_container_instances(self):
-        cluster = self._get_param("cluster", "default")
-        self.ecs_backend._get_cluster(cluster)  # ClusterNotFoundException
-        arns = self.ecs_backend.list_container_instances(cluster, status=self._get_param("status"))
-        size = int(self._get_param("maxResults") or 100)
-        if not 1 <= size <= 100:
-            raise InvalidParameterException("maxResults must be between 1 and 100")
-        start = int(self._get_param("nextToken") or 0)
-        result = {"containerInstanceArns": arns[start : start + size]}
-        if start + size < len(arns):
-            result["nextToken"] = str(start + size)
-        return ActionResult(result)
-
-    describe_container_instances = EC2ContainerServiceResponse.describe_container_instances
-
-    def describe_at_most_100(self):
-        if len(self._get_param("containerInstances") or []) > 100:
-            raise InvalidParameterException("containerInstances can have at most 100 items")
-        return describe_container_instances(self)
-
-    describe_instances = InstanceResponse.describe_instances
-
-    def describe_at_most_1000(self):
-        if len(self._get_param("InstanceIds", [])) > 1000:
-            raise InvalidParameterValueError("InstanceIds (more than 1000)")
-        return describe_instances(self)
-
-    monkeypatch.setattr(EC2ContainerServiceResponse, "list_container_instances", list_container_instances)
-    monkeypatch.setattr(EC2ContainerServiceResponse, "describe_container_instances", describe_at_most_100)
-    monkeypatch.setattr(InstanceResponse, "describe_instances", describe_at_most_1000)
+def aws_paging():
+    """Make moto page and refuse the way AWS does, so that call counts mean something."""
+    with paging_like_aws():
+        yield
 
 
 def golden_ami(session=None) -> str:
