@@ -139,3 +139,29 @@ def test_bad_usage_and_missing_file_fail(netns, tmp_path):
     assert netns(str(HELPER), "apply", "5", "/dev/null", check=False).returncode == 2
     missing = netns(str(HELPER), "apply", "4", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_one_check_covers_both_families_and_names_each_one_that_is_off(netns, tmp_path):
+    """The role checks both families in one run and applies them in one run."""
+    v4, v6 = write(tmp_path, 4), write(tmp_path, 6)
+    both = ["4", v4, "6", v6]
+    result = netns(str(HELPER), "check", *both, check=False)
+    assert (result.returncode, result.stdout) == (1, "4\n6\n")
+    netns(str(HELPER), "apply", "6", v6)
+    result = netns(str(HELPER), "check", *both, check=False)
+    assert (result.returncode, result.stdout) == (1, "4\n")
+    netns(str(HELPER), "apply", *both)
+    result = netns(str(HELPER), "check", *both)
+    assert (result.returncode, result.stdout) == (0, "")
+    for ipt in ("iptables", "ip6tables"):
+        assert netns(ipt, "-S", "FORWARD").stdout.splitlines()[1] == "-A FORWARD -j DOCKER-USER"
+
+
+def test_a_bad_second_pair_fails_before_the_first_is_loaded(netns, tmp_path):
+    v4 = write(tmp_path, 4)
+    missing = netns(str(HELPER), "apply", "4", v4, "6", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    assert netns("iptables", "-S", "FORWARD").stdout.splitlines()[1] != "-A FORWARD -j DOCKER-USER"
+    for argv in (["apply", "4"], ["apply", "4", v4, "6"], ["apply", "4", v4, "6", v4, "4", v4]):
+        assert netns(str(HELPER), *argv, check=False).returncode == 2, argv
+    assert netns(str(HELPER), "load", "4", v4, check=False).returncode == 2
