@@ -152,54 +152,50 @@ def test_boothook_loader_is_the_roles_file_byte_for_byte():
 
 
 @pytest.fixture(scope="session")
-def role_dropins(tmp_path_factory) -> dict[bool, dict[str, str]]:
-    """The drop-ins as Ansible's template module renders the role's templates with the role's
-    own vars (vars/main.yml computes the families and services), for IPv6 on and off."""
+def role_files(tmp_path_factory) -> dict[bool, dict[str, tuple[str, str]]]:
+    """path -> (mode, content) of every file the role writes on Amazon Linux 2023, for IPv6 on
+    and off, as the role's own tasks render them: validate.yml, then files.yml in check mode,
+    which writes nothing here and ends the play before the reload handler."""
     playbook_bin = Path(sys.executable).with_name("ansible-playbook")
     playbook_bin = str(playbook_bin) if playbook_bin.exists() else shutil.which("ansible-playbook")
     if not playbook_bin:
-        pytest.fail("ansible-playbook is needed to render the role's templates (pip install -e '.[dev]')")
-    out = tmp_path_factory.mktemp("dropins")
-    tasks = []
+        pytest.fail("ansible-playbook is needed to render the role's files (pip install -e '.[dev]')")
+    out = tmp_path_factory.mktemp("role-files")
+    # Amazon Linux 2023's facts, in place of gathering this machine's.
+    facts = {"distribution": "Amazon", "distribution_major_version": "2023", "distribution_version": "2023"}
+    tasks = [{"ansible.builtin.set_fact": {**facts, "cacheable": True}}]
     for ipv6 in (True, False):
         tasks += [
             {
-                "name": f"persistence drop-ins, ipv6={ipv6}",
-                "ansible.builtin.template": {
-                    "src": str(ROLE / "templates" / "persistence.conf.j2"),
-                    "dest": f"{out}/{ipv6}/etc/systemd/system/"
-                    "{{ item }}.d/{{ ecs_imds_block__dropin }}",
-                },
-                "loop": "{{ ecs_imds_block__services }}",
+                "ansible.builtin.include_role": {"name": "ecs_imds_block", "tasks_from": step},
                 "vars": {"ecs_imds_block_ipv6": ipv6},
-            },
-            {
-                "name": f"docker drop-in, ipv6={ipv6}",
-                "ansible.builtin.template": {
-                    "src": str(ROLE / "templates" / "docker.conf.j2"),
-                    "dest": f"{out}/{ipv6}/etc/systemd/system/{{{{ ecs_imds_block__docker_service }}}}.d/"
-                    "{{ ecs_imds_block__dropin }}",
-                },
-                "vars": {"ecs_imds_block_ipv6": ipv6},
-            },
+            }
+            for step in ("validate.yml", "files.yml")
         ]
-    for ipv6 in (True, False):
-        for parent in ("iptables.service.d", "ip6tables.service.d", "docker.service.d"):
-            (out / str(ipv6) / "etc/systemd/system" / parent).mkdir(parents=True)
-    play = {
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars_files": [str(ROLE / "vars" / "main.yml"), str(ROLE / "vars" / "Amazon-2023.yml")],
-        "tasks": tasks,
-    }
+        tasks.append(
+            {
+                "ansible.builtin.copy": {
+                    "content": "{{ ecs_imds_block__files | to_json }}",
+                    "dest": f"{out}/{ipv6}.json",
+                },
+                "check_mode": False,
+            }
+        )
+    tasks.append({"ansible.builtin.meta": "end_play"})
+    play = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}
     (out / "play.yml").write_text(json.dumps([play]))
-    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(out / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_LOCAL_TEMP": str(out / "tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_ROLES_PATH": str(ROLE.parent),
+    }
     result = subprocess.run(
         [
             playbook_bin,
             "-i",
             "localhost,",
+            "--check",
             "-e",
             f"ansible_python_interpreter={sys.executable}",
             out / "play.yml",
@@ -209,22 +205,25 @@ def role_dropins(tmp_path_factory) -> dict[bool, dict[str, str]]:
         env=env,
     )
     assert result.returncode == 0, f"ansible-playbook failed:\n{result.stdout}\n{result.stderr}"
+    rendered = {ipv6: json.loads((out / f"{ipv6}.json").read_text()) for ipv6 in (True, False)}
+    assert all(spec["owner"] == spec["group"] == "root" for specs in rendered.values() for spec in specs)
     return {
-        ipv6: {
-            "/" + str(path.relative_to(out / str(ipv6))): path.read_text()
-            for path in sorted((out / str(ipv6)).rglob("*.conf"))
-        }
-        for ipv6 in (True, False)
+        ipv6: {spec["path"]: (spec["mode"], spec["content"]) for spec in specs}
+        for ipv6, specs in rendered.items()
     }
 
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
-def test_boothook_dropins_are_what_the_role_renders(role_dropins, ipv6):
+def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
     written = heredocs(build_user_data("prod", None, ipv6=ipv6))
-    dropins = {path: content for path, (mode, content) in written.items() if path.startswith("/etc/systemd/")}
-    assert dropins == role_dropins[ipv6]
-    assert {mode for path, (mode, _) in written.items() if path in dropins} == {"0644"}
-    assert userdata.render_dropins(ipv6) == role_dropins[ipv6]
+    assert written == role_files[ipv6]
+
+
+@pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
+def test_boothook_dropins_are_what_the_role_renders(role_files, ipv6):
+    dropins = {path: text for path, (_, text) in role_files[ipv6].items() if path.startswith("/etc/systemd/")}
+    assert len(dropins) == (3 if ipv6 else 2)
+    assert userdata.render_dropins(ipv6) == dropins
 
 
 def test_boothook_without_ipv6_leaves_ipv6_alone():

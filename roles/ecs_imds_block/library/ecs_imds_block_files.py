@@ -1,0 +1,223 @@
+#!/usr/bin/python
+# Copyright: the ecs_imds_block authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# Python 2.7 compatible: an Amazon Linux 2 host may run modules with its /usr/bin/python.
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: ecs_imds_block_files
+short_description: Write a set of small files in one module run
+description:
+  - Writes each file whose content, mode or ownership differs, and leaves the others alone.
+  - Every new content is staged and checked by its O(files[].validate) command before any
+    file changes, then moved into place atomically: a file the kernel would refuse never
+    replaces a good one, and one refused file leaves all of them as they were.
+  - Missing parent directories are created, mode C(0755).
+  - Why not M(ansible.builtin.copy) and M(ansible.builtin.template) in a loop: each file then
+    costs two module runs on the host even when nothing changes, and the role is applied to
+    every AMI build. Here all of the role's files cost one.
+options:
+  files:
+    description: The files to write.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Absolute path of the file.
+        type: path
+        required: true
+      content:
+        description: The whole content of the file.
+        type: str
+        required: true
+      mode:
+        description:
+          - Octal mode, as a quoted string.
+          - When omitted, an existing file keeps its mode and a new one gets C(0600).
+        type: str
+      owner:
+        description:
+          - Owner of the file.
+          - When omitted, an existing file keeps its owner and a new one gets the module's user.
+        type: str
+      group:
+        description:
+          - Group of the file.
+          - When omitted, an existing file keeps its group and a new one gets the module's group.
+        type: str
+      validate:
+        description:
+          - Command run on the new content before it replaces the file, with C(%s) for its path.
+          - The file is left as it was when the command fails.
+        type: str
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: the ecs_imds_block authors
+"""
+
+EXAMPLES = r"""
+- name: Write the rules loader and the IPv4 rules
+  ecs_imds_block_files:
+    files:
+      - path: /usr/local/sbin/ecs-imds-block
+        content: "{{ lookup('ansible.builtin.file', 'ecs-imds-block', rstrip=false) }}"
+        mode: "0755"
+        owner: root
+        group: root
+      - path: /etc/sysconfig/iptables
+        content: "{{ 4 | imds_rules }}"
+        mode: "0600"
+        validate: iptables-restore --test %s
+"""
+
+RETURN = r"""
+changed_paths:
+  description: The files whose content or attributes changed (or would, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/sysconfig/iptables]
+"""
+
+import errno
+import grp
+import os
+import pwd
+import re
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes, to_native
+
+NEW_FILE_MODE = "0600"
+DIRECTORY_MODE = 0o755
+
+
+def _read(b_path):
+    try:
+        with open(b_path, "rb") as handle:
+            return handle.read()
+    except (IOError, OSError) as error:
+        if error.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def _make_parents(b_dir):
+    """Create missing parents with mode 0755, not the umask's choice."""
+    missing = []
+    while b_dir and not os.path.isdir(b_dir):
+        missing.append(b_dir)
+        b_dir = os.path.dirname(b_dir)
+    for b_new in reversed(missing):
+        os.mkdir(b_new)
+        os.chmod(b_new, DIRECTORY_MODE)
+
+
+def _plan(module, spec):
+    """What one file needs: its new content staged and validated, or None if it is unchanged."""
+    path = spec["path"]
+    if not os.path.isabs(path):
+        module.fail_json(msg="path must be absolute: %r" % path)
+    b_path = to_bytes(path, errors="surrogate_or_strict")
+    if os.path.isdir(b_path):
+        module.fail_json(msg="path is a directory: %r" % path)
+    if spec["mode"] is not None and not re.match(r"^0?[0-7]{3}$", spec["mode"]):
+        module.fail_json(msg="mode must be an octal string such as '0644': %r" % spec["mode"], path=path)
+    for kind, lookup in (("owner", pwd.getpwnam), ("group", grp.getgrnam)):
+        if spec[kind] is not None and not spec[kind].isdigit():
+            try:
+                lookup(spec[kind])
+            except KeyError:
+                module.fail_json(msg="%s %r does not exist on this host" % (kind, spec[kind]), path=path)
+    if spec["validate"] and "%s" not in spec["validate"]:
+        module.fail_json(msg="validate must contain %%s: %r" % spec["validate"], path=path)
+    b_content = to_bytes(spec["content"], errors="surrogate_or_strict")
+    before = _read(b_path)
+    if before == b_content:
+        return None
+    staged = None
+    if not module.check_mode:
+        fd, staged = tempfile.mkstemp(dir=module.tmpdir)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b_content)
+        if spec["validate"]:
+            rc, out, err = module.run_command(spec["validate"] % staged)
+            if rc:
+                module.fail_json(
+                    msg="no file was changed: %r refused the new content of %s" % (spec["validate"], path),
+                    path=path,
+                    rc=rc,
+                    stdout=out,
+                    stderr=err,
+                )
+    return {
+        "staged": staged,
+        "new": before is None,
+        "diff": {
+            "before_header": path,
+            "after_header": path,
+            "before": "" if before is None else to_native(before, errors="surrogate_or_replace"),
+            "after": spec["content"],
+        },
+    }
+
+
+def _attributes(module, spec, new):
+    # Without a mode, an existing file keeps its own (and a new one gets 0600).
+    mode = spec["mode"] or (NEW_FILE_MODE if new else None)
+    return module.load_file_common_arguments(
+        {"path": spec["path"], "mode": mode, "owner": spec["owner"], "group": spec["group"]}
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            files=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    path=dict(type="path", required=True),
+                    content=dict(type="str", required=True),
+                    mode=dict(type="str"),
+                    owner=dict(type="str"),
+                    group=dict(type="str"),
+                    validate=dict(type="str"),
+                ),
+            ),
+        ),
+        supports_check_mode=True,
+    )
+    paths = [spec["path"] for spec in module.params["files"]]
+    duplicates = sorted({path for path in paths if paths.count(path) > 1})
+    if duplicates:
+        module.fail_json(msg="files lists a path more than once: %s" % ", ".join(duplicates))
+    # Every new content is staged and validated before any file is touched.
+    plans = [(spec, _plan(module, spec)) for spec in module.params["files"]]
+    changed_paths, diffs = [], []
+    for spec, plan in plans:
+        if plan:
+            diffs.append(plan["diff"])
+            if not module.check_mode:
+                _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
+                # An existing file's mode, owner and SELinux context carry over to the new content.
+                module.atomic_move(plan["staged"], spec["path"])
+        new = bool(plan and plan["new"])
+        if new and module.check_mode:
+            changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
+        elif module.set_fs_attributes_if_different(_attributes(module, spec, new), bool(plan)):
+            changed_paths.append(spec["path"])
+    module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths, diff=diffs)
+
+
+if __name__ == "__main__":
+    main()
