@@ -194,12 +194,12 @@ def role_data(ipv6: bool) -> dict:
 
 
 def render_dropins(ipv6: bool) -> dict[str, str]:
-    """Drop-in path -> content, rendered from the role's templates as its template tasks do."""
+    """Drop-in path -> content, rendered from the role's templates as its files.yml renders them."""
     data = role_data(ipv6)
     env = jinja2.Environment(
         autoescape=False,  # noqa: S701 - systemd units, not HTML
         loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        trim_blocks=True,  # Ansible's template module: trim_blocks on, lstrip_blocks off,
+        trim_blocks=True,  # Ansible's template lookup: trim_blocks on, lstrip_blocks off,
         keep_trailing_newline=True,  # and the template's trailing newline kept
         undefined=jinja2.StrictUndefined,
     )
