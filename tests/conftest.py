@@ -25,6 +25,16 @@ def known_keys() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def ansible_playbook() -> str:
+    """The ansible-playbook of the environment running pytest (tox's), else the one on PATH."""
+    found = Path(sys.executable).with_name("ansible-playbook")
+    path = str(found) if found.exists() else shutil.which("ansible-playbook")
+    if not path:
+        pytest.fail("ansible-playbook is needed (pip install -e '.[dev]')")
+    return path
+
+
+@pytest.fixture(scope="session")
 def netadmin() -> None:
     """iptables-restore --test needs root and the real binaries."""
     missing = [b for b in ("iptables-restore", "ip6tables-restore", "ip") if not shutil.which(b)]

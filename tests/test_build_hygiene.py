@@ -13,12 +13,18 @@ from conftest import ROOT
 PLAYBOOK = ROOT / "playbooks" / "build-hygiene.yml"
 
 
-def hygiene(root, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = ["ansible-playbook", "-i", "localhost,", "-c", "local", str(PLAYBOOK)]
-    command += ["-e", f"hygiene_root={root}", "-e", "ansible_become=false"]
-    command += ["-e", f"ansible_python_interpreter={sys.executable}", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def hygiene(ansible_playbook):
+    """Runs the hygiene playbook on a scratch root."""
+
+    def run(root, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+        command = [ansible_playbook, "-i", "localhost,", "-c", "local", str(PLAYBOOK)]
+        command += ["-e", f"hygiene_root={root}", "-e", "ansible_become=false"]
+        command += ["-e", f"ansible_python_interpreter={sys.executable}", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    return run
 
 
 def write(root, path: str, content: str = "x") -> None:
@@ -36,7 +42,7 @@ def clean_root(tmp_path):
     return tmp_path
 
 
-def test_validate_passes_on_a_clean_root(clean_root):
+def test_validate_passes_on_a_clean_root(hygiene, clean_root):
     result = hygiene(clean_root, "--tags", "hygiene_validate")
     assert result.returncode == 0, result.stdout[-2000:]
 
@@ -57,7 +63,7 @@ def test_validate_passes_on_a_clean_root(clean_root):
         ),
     ],
 )
-def test_validate_fails_on_a_leftover_and_names_it(clean_root, path, content, named):
+def test_validate_fails_on_a_leftover_and_names_it(hygiene, clean_root, path, content, named):
     write(clean_root, path, content)
     result = hygiene(clean_root, "--tags", "hygiene_validate")
     assert result.returncode != 0
@@ -65,7 +71,7 @@ def test_validate_fails_on_a_leftover_and_names_it(clean_root, path, content, na
     assert named in result.stdout
 
 
-def test_clean_removes_everything_then_validates(clean_root):
+def test_clean_removes_everything_then_validates(hygiene, clean_root):
     for path in ("var/lib/ecs/data/agent.db", "etc/ssh/ssh_host_rsa_key.pub", "root/.ssh/authorized_keys"):
         write(clean_root, path)
     write(clean_root, "etc/machine-id", "0123456789abcdef0123456789abcdef\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,49 +15,47 @@ import pytest
 from conftest import ROLE
 
 
-def _playbook() -> str:
-    found = Path(sys.executable).with_name("ansible-playbook")
-    return str(found) if found.exists() else shutil.which("ansible-playbook") or ""
+@pytest.fixture
+def run_module(ansible_playbook, tmp_path):
+    """Runs the module once; returns its registered result, failed or not."""
 
+    def run(files: list[dict], check: bool = False) -> dict:
+        result_file = tmp_path / "result.json"
+        play = {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ecs_imds_block_files": {"files": files},
+                    "register": "written",
+                    "ignore_errors": True,
+                    "diff": True,
+                },
+                {
+                    "ansible.builtin.copy": {"content": "{{ written | to_json }}", "dest": str(result_file)},
+                    "check_mode": False,
+                },
+            ],
+        }
+        (tmp_path / "play.yml").write_text(json.dumps([play]))
+        env = {
+            **os.environ,
+            "ANSIBLE_LIBRARY": str(ROLE / "library"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
+        argv = [ansible_playbook, "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}"]
+        completed = subprocess.run(
+            [*argv, *(["--check"] if check else []), str(tmp_path / "play.yml")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert result_file.exists(), f"the play did not finish:\n{completed.stdout}\n{completed.stderr}"
+        return json.loads(result_file.read_text())
 
-def run_module(tmp_path: Path, files: list[dict], check: bool = False) -> dict:
-    """One module run; its registered result, failed or not."""
-    if not _playbook():
-        pytest.fail("ansible-playbook is needed (pip install -e '.[dev]')")
-    result_file = tmp_path / "result.json"
-    play = {
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "tasks": [
-            {
-                "ecs_imds_block_files": {"files": files},
-                "register": "written",
-                "ignore_errors": True,
-                "diff": True,
-            },
-            {
-                "ansible.builtin.copy": {"content": "{{ written | to_json }}", "dest": str(result_file)},
-                "check_mode": False,
-            },
-        ],
-    }
-    (tmp_path / "play.yml").write_text(json.dumps([play]))
-    env = {
-        **os.environ,
-        "ANSIBLE_LIBRARY": str(ROLE / "library"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    argv = [_playbook(), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}"]
-    completed = subprocess.run(
-        [*argv, *(["--check"] if check else []), str(tmp_path / "play.yml")],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result_file.exists(), f"the play did not finish:\n{completed.stdout}\n{completed.stderr}"
-    return json.loads(result_file.read_text())
+    return run
 
 
 def mode_of(path: Path) -> str:
@@ -72,62 +69,62 @@ def root(tmp_path):
     return path
 
 
-def test_writes_only_what_differs_creating_parents(tmp_path, root):
+def test_writes_only_what_differs_creating_parents(run_module, tmp_path, root):
     files = [
         {"path": f"{root}/sbin/loader", "content": "#!/bin/sh\n", "mode": "0755"},
         {"path": f"{root}/etc/a.service.d/50.conf", "content": "[Service]\n", "mode": "0644"},
     ]
-    first = run_module(tmp_path, files)
+    first = run_module(files)
     assert not first.get("failed"), first
     assert first["changed"] and first["changed_paths"] == [spec["path"] for spec in files]
     assert (root / "sbin/loader").read_text() == "#!/bin/sh\n" and mode_of(root / "sbin/loader") == "0755"
     assert mode_of(root / "etc/a.service.d/50.conf") == "0644"
     assert mode_of(root / "etc/a.service.d") == "0755"
-    again = run_module(tmp_path, files)
+    again = run_module(files)
     assert (again["changed"], again["changed_paths"]) == (False, [])
     (root / "sbin/loader").chmod(0o700)
-    fixed = run_module(tmp_path, files)
+    fixed = run_module(files)
     assert fixed["changed_paths"] == [files[0]["path"]] and mode_of(root / "sbin/loader") == "0755"
 
 
-def test_check_mode_reports_and_diffs_but_writes_nothing(tmp_path, root):
+def test_check_mode_reports_and_diffs_but_writes_nothing(run_module, tmp_path, root):
     (root / "rules").write_text("old\n")
     files = [
         {"path": f"{root}/rules", "content": "new\n", "mode": "0600"},
         {"path": f"{root}/new.d/file", "content": "x\n", "mode": "0644"},
     ]
-    result = run_module(tmp_path, files, check=True)
+    result = run_module(files, check=True)
     assert result["changed_paths"] == [spec["path"] for spec in files]
     assert [(d["before"], d["after"]) for d in result["diff"]] == [("old\n", "new\n"), ("", "x\n")]
     assert (root / "rules").read_text() == "old\n"
     assert not (root / "new.d").exists()
 
 
-def test_a_refused_file_leaves_every_file_as_it_was(tmp_path, root):
+def test_a_refused_file_leaves_every_file_as_it_was(run_module, tmp_path, root):
     (root / "first").write_text("first, old\n")
     (root / "rules").write_text("good\n")
     files = [
         {"path": f"{root}/first", "content": "first, new\n", "mode": "0644"},
         {"path": f"{root}/rules", "content": "bad\n", "mode": "0600", "validate": "grep -q good %s"},
     ]
-    result = run_module(tmp_path, files)
+    result = run_module(files)
     assert result["failed"]
     assert result["msg"] == f"no file was changed: 'grep -q good %s' refused the new content of {root}/rules"
     assert (root / "first").read_text() == "first, old\n"
     assert (root / "rules").read_text() == "good\n"
     files[1]["content"] = "good, new\n"
-    assert run_module(tmp_path, files)["changed_paths"] == [files[0]["path"], files[1]["path"]]
+    assert run_module(files)["changed_paths"] == [files[0]["path"], files[1]["path"]]
     assert (root / "rules").read_text() == "good, new\n"
 
 
-def test_without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_is_0600(tmp_path, root):
+def test_without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_is_0600(run_module, tmp_path, root):
     (root / "ecs.config").write_text("ECS_CLUSTER=prod\n")
     (root / "ecs.config").chmod(0o640)
     files = [
         {"path": f"{root}/ecs.config", "content": "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n"},
         {"path": f"{root}/ecs/new.config", "content": "ECS_AWSVPC_BLOCK_IMDS=true\n"},
     ]
-    result = run_module(tmp_path, files)
+    result = run_module(files)
     assert result["changed_paths"] == [spec["path"] for spec in files]
     assert mode_of(root / "ecs.config") == "0640"
     assert mode_of(root / "ecs/new.config") == "0600"
@@ -145,18 +142,18 @@ def test_without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_is_0600(tmp
     ],
     ids=["mode", "owner", "group", "validate", "path"],
 )
-def test_bad_input_is_refused_before_any_file_changes(tmp_path, root, bad, message):
+def test_bad_input_is_refused_before_any_file_changes(run_module, tmp_path, root, bad, message):
     files = [
         {"path": f"{root}/good", "content": "x\n", "mode": "0644"},
         {"path": f"{root}/second", "content": "y\n", "mode": "0644", **bad},
     ]
-    result = run_module(tmp_path, files)
+    result = run_module(files)
     assert result["failed"] and result["msg"] == message
     assert list(root.iterdir()) == []
 
 
-def test_a_path_listed_twice_is_refused(tmp_path, root):
+def test_a_path_listed_twice_is_refused(run_module, tmp_path, root):
     spec = {"path": f"{root}/twice", "content": "x\n", "mode": "0644"}
-    result = run_module(tmp_path, [spec, {**spec, "content": "y\n"}])
+    result = run_module([spec, {**spec, "content": "y\n"}])
     assert result["failed"] and result["msg"] == f"files lists a path more than once: {root}/twice"
     assert not (root / "twice").exists()
