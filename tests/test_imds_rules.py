@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import imds_rules as module
 import pytest
-from imds_rules import AnsibleFilterError, FilterModule, imds_rules, normalize_cidrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from imds_rules import AnsibleFilterError, FilterModule, imds_rules, normalize_cidrs, parse_rules
 
 
 def body(text: str) -> list[str]:
@@ -93,3 +98,166 @@ def test_allowlist_must_be_a_list_not_a_string():
 
 def test_filter_module_exports():
     assert set(FilterModule().filters()) == {"imds_rules", "imds_cidrs"}
+
+
+# --- hostile input (issue 12): each case, its exact one-line message ---------------------------
+
+INJECTION = "fe80::%lo\n-I DOCKER-USER 1 -j ACCEPT\n#/128"
+ONLY = "only an address and a prefix length, in ASCII digits, hex letters, '.', ':' and '/'"
+EVERY = (
+    "covers every address together, so it would allow every container to reach IMDS; "
+    "turn bridge blocking off instead if that is what you mean"
+)
+
+
+def link_local(cidr: str, network: str) -> str:
+    return (
+        f"imds_rules: {cidr!r} overlaps {network}, IMDS's own link-local network: "
+        "no container source there may be allowlisted"
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "allowed", "message"),
+    [
+        (6, [INJECTION], f"imds_rules: invalid CIDR {INJECTION!r}: a scope id (%) is not allowed"),
+        (6, ["fe80::1%eth0"], "imds_rules: invalid CIDR 'fe80::1%eth0': a scope id (%) is not allowed"),
+        (4, ["10.0.0.0/8\n-A DOCKER-USER -j ACCEPT"],
+         f"imds_rules: invalid CIDR '10.0.0.0/8\\n-A DOCKER-USER -j ACCEPT': {ONLY}"),
+        (4, ["10.0.0.0/8\n"], f"imds_rules: invalid CIDR '10.0.0.0/8\\n': {ONLY}"),
+        (4, [" 10.0.0.0/8"], f"imds_rules: invalid CIDR ' 10.0.0.0/8': {ONLY}"),
+        (4, ["10.0.0.0/\u0668"], f"imds_rules: invalid CIDR '10.0.0.0/\u0668': {ONLY}"),
+        (4, ["0.0.0.0/1", "128.0.0.0/1"],
+         f"imds_rules: the IPv4 allowlist ['0.0.0.0/1', '128.0.0.0/1'] {EVERY}"),
+        (6, ["::/1", "8000::/1"], f"imds_rules: the IPv6 allowlist ['::/1', '8000::/1'] {EVERY}"),
+        (4, ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"],
+         f"imds_rules: the IPv4 allowlist ['0.0.0.0/2', '64.0.0.0/2', '128.0.0.0/1'] {EVERY}"),
+        (4, ["169.254.169.254"], link_local("169.254.169.254", "169.254.0.0/16")),
+        (4, ["169.254.0.0/24"], link_local("169.254.0.0/24", "169.254.0.0/16")),
+        (4, ["168.0.0.0/6"], link_local("168.0.0.0/6", "169.254.0.0/16")),
+        (6, ["fe80::/64"], link_local("fe80::/64", "fe80::/10")),
+        (6, ["fd00:ec2::254"], link_local("fd00:ec2::254", "fd00:ec2::/32")),
+        (6, ["fd00::/8"], link_local("fd00::/8", "fd00:ec2::/32")),
+    ],
+)  # fmt: skip
+def test_hostile_allowlists_are_refused_with_one_line(family, allowed, message):
+    with pytest.raises(AnsibleFilterError) as err:
+        imds_rules(family, allowed_cidrs=allowed)
+    assert str(err.value) == message
+    assert "\n" not in str(err.value)
+
+
+def test_the_injection_rendered_without_the_checks_is_refused_on_parse_back():
+    """What the renderer would write for the injection, read back as iptables-restore reads it."""
+    text = module._render(6, "reject", [INJECTION], True)
+    assert "\n-I DOCKER-USER 1 -j ACCEPT\n" in text
+    number = text.split("\n").index("-A DOCKER-USER -s fe80::%lo") + 1
+    with pytest.raises(AnsibleFilterError) as err:
+        module.check_rendered(text, 6, "reject", [INJECTION], True)
+    assert str(err.value) == (
+        f"imds_rules: refusing the rendered IPv6 file: line {number} '-A DOCKER-USER -s fe80::%lo' "
+        "is not a rule this filter writes"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rendered", "expected", "message"),
+    [
+        (["10.0.0.0/8"], ["10.0.0.0/16"],
+         "DOCKER-USER rule 1 reads back as '-A DOCKER-USER -s 10.0.0.0/8 -d 169.254.169.254/32 -j RETURN', "
+         "expected '-A DOCKER-USER -s 10.0.0.0/16 -d 169.254.169.254/32 -j RETURN'"),
+        (["10.0.0.0/8"], [],
+         "it holds 4 DOCKER-USER rules, expected 3: ['-A DOCKER-USER -s 10.0.0.0/8 -d 169.254.169.254/32 "
+         "-j RETURN', '-A DOCKER-USER -d 169.254.169.254/32 -p tcp -j REJECT --reject-with tcp-reset', "
+         "'-A DOCKER-USER -d 169.254.169.254/32 -j REJECT --reject-with icmp-port-unreachable', "
+         "'-A DOCKER-USER -j RETURN']"),
+        (["10.0.0.0/8 -j ACCEPT #"], ["10.0.0.0/8"],
+         "line {number} '-A DOCKER-USER -s 10.0.0.0/8 -j ACCEPT # -d 169.254.169.254/32 -j RETURN' "
+         "is not a rule this filter writes"),
+    ],
+)  # fmt: skip
+def test_parse_back_refuses_any_other_rules(rendered, expected, message):
+    text = module._render(4, "reject", rendered, True)
+    number = next(n for n, line in enumerate(text.split("\n"), start=1) if "-s 10.0.0.0/8" in line)
+    with pytest.raises(AnsibleFilterError) as err:
+        module.check_rendered(text, 4, "reject", expected, True)
+    assert str(err.value) == f"imds_rules: refusing the rendered IPv4 file: {message.format(number=number)}"
+
+
+def test_parse_back_refuses_a_second_table_or_chain():
+    text = imds_rules(4).replace("COMMIT\n", "COMMIT\n*nat\n:DOCKER-USER - [0:0]\nCOMMIT\n")
+    with pytest.raises(AnsibleFilterError) as err:
+        module.check_rendered(text, 4, "reject", [], True)
+    assert str(err.value) == (
+        "imds_rules: refusing the rendered IPv4 file: its tables read back as ['filter', 'nat'], "
+        "expected ['filter']"
+    )
+
+
+# --- properties: random allowlists round-trip through the rendered file ------------------------
+
+BITS = {4: 32, 6: 128}
+
+
+@st.composite
+def networks(draw, family):
+    prefix = draw(st.integers(min_value=1, max_value=BITS[family]))
+    address = draw(st.integers(min_value=0, max_value=2 ** BITS[family] - 1))
+    kind = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
+    return kind((address, prefix), strict=False)
+
+
+def allowlists(family):
+    forbidden = module.LINK_LOCAL[family]
+    usable = networks(family).filter(lambda net: not any(net.overlaps(bad) for bad in forbidden))
+    return st.lists(usable, max_size=8)
+
+
+@st.composite
+def cases(draw):
+    family = draw(st.sampled_from([4, 6]))
+    allowed = draw(allowlists(family))
+    # Written as a person might: a bare address for a host, upper-case IPv6 sometimes.
+    spelled = [
+        str(net.network_address) if net.prefixlen == BITS[family] and draw(st.booleans()) else str(net)
+        for net in allowed
+    ]
+    spelled = [text.upper() if draw(st.booleans()) else text for text in spelled]
+    return family, allowed, spelled, draw(st.sampled_from(module.ACTIONS)), draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases())
+def test_random_allowlists_parse_back_to_exactly_the_expected_rules(case):
+    family, allowed, spelled, action, enabled = case
+    text = imds_rules(family, action, spelled, enabled)
+    parsed = parse_rules(text, family)
+    imds = module.IMDS[family]
+    sources = list(dict.fromkeys(allowed))  # the allowlist, duplicates removed, in order
+    rules = [(rule["source"], rule["destination"], rule["target"]) for rule in parsed["rules"]]
+    block = [] if not enabled else (
+        [(None, imds, "REJECT"), (None, imds, "REJECT")] if action == "reject" else [(None, imds, "DROP")]
+    )  # fmt: skip
+    assert rules == ([(net, imds, "RETURN") for net in sources] if enabled else []) + block + [
+        (None, None, "RETURN")
+    ]
+    assert parsed["tables"] == ["filter"] and parsed["chains"] == ["DOCKER-USER - [0:0]"]
+    assert parsed["forward"] == ["-I FORWARD 1 -j DOCKER-USER"] and parsed["commits"] == 1
+    body_lines = [line for line in text.split("\n") if line and not line.startswith("#")]
+    assert len(body_lines) == 4 + len(rules)  # *filter, the chain, the jump, the rules, COMMIT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([4, 6]), st.lists(st.text(max_size=40), max_size=4))
+def test_any_strings_are_refused_or_rendered_as_exactly_their_rules(family, allowed):
+    try:
+        text = imds_rules(family, "reject", allowed, True)
+    except AnsibleFilterError as err:
+        assert "\n" not in str(err).replace("\\n", "")
+        return
+    lines = [line for line in text.split("\n") if line and not line.startswith("#")]
+    sources = normalize_cidrs(allowed, family)
+    assert lines[3 : 3 + len(sources)] == [
+        f"-A DOCKER-USER -s {source} -d {module.IMDS[family]} -j RETURN" for source in sources
+    ]
+    assert len(lines) == 4 + len(sources) + 3

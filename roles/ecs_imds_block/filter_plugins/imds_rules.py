@@ -11,6 +11,7 @@ protected by user data load byte-identical files.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -43,7 +44,19 @@ DOCUMENTATION = r"""
       default: reject
       choices: [reject, drop]
     allowed_cidrs:
-      description: Source networks of this family that may still reach IMDS.
+      description:
+        - Source networks of this family that may still reach IMDS, each an address with an
+          optional prefix length (C(10.0.0.7), C(172.31.250.0/24), C(fd00:1::/64)) and nothing
+          else. Only ASCII digits, hex letters, C(.), C(:) and C(/) are accepted, so no scope id
+          (C(fe80::1%eth0)), whitespace or newline can reach the rendered file.
+        - Refused, naming the value, are host bits set, a network of the other family, a list
+          whose union covers every address of the family (C(0.0.0.0/0), or C(0.0.0.0/1) with
+          C(128.0.0.0/1)), and any source overlapping IMDS's own link-local network
+          (IPv4 C(169.254.0.0/16); IPv6 C(fe80::/10) and C(fd00:ec2::/32), the network of the
+          IPv6 endpoint): no container holds such an address legitimately, and allowing one
+          would let a spoofed link-local source through.
+        - The rendered file is parsed back, as iptables-restore reads it, and refused unless its
+          C(DOCKER-USER) rules and C(FORWARD) jump are exactly the expected ones.
       type: list
       elements: str
       default: []
@@ -69,6 +82,25 @@ RETURN = r"""
 
 CHAIN = "DOCKER-USER"
 IMDS = {4: "169.254.169.254/32", 6: "fd00:ec2::254/128"}
+# Sources never allowlisted: IMDS's own link-local network (and, for IPv6, the network of its
+# IPv6 endpoint).
+LINK_LOCAL = {
+    4: (ipaddress.ip_network("169.254.0.0/16"),),
+    6: (ipaddress.ip_network("fe80::/10"), ipaddress.ip_network("fd00:ec2::/32")),
+}
+EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+# An address and an optional prefix length, in ASCII: no scope id, no whitespace, no newline.
+_CIDR = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?\Z")
+_JUMP = f"-I FORWARD 1 -j {CHAIN}"
+# A DOCKER-USER rule of the shapes this filter writes, as parse_rules reads it back.
+_RULE = re.compile(
+    rf"-A {CHAIN}"
+    r"(?: -s (?P<source>[0-9a-f.:]+/[0-9]{1,3}))?"
+    r"(?: -d (?P<destination>[0-9a-f.:]+/[0-9]{1,3}))?"
+    r"(?: -p (?P<protocol>tcp))?"
+    r" -j (?P<target>RETURN|REJECT|DROP)"
+    r"(?: --reject-with (?P<reject_with>[a-z0-9-]+))?\Z"
+)
 _UNREACHABLE = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 ACTIONS = ("reject", "drop")
 HEADER = (
@@ -91,12 +123,19 @@ def normalize_cidrs(cidrs, family):
         raise AnsibleFilterError(
             f"imds_rules: the IPv{family} allowlist must be a list of CIDRs, got {cidrs!r}"
         )
-    networks = []
+    parsed = []
     for cidr in cidrs:
         if not isinstance(cidr, str):
             raise AnsibleFilterError(f"imds_rules: CIDR must be a string, got {cidr!r}")
+        if "%" in cidr:
+            raise AnsibleFilterError(f"imds_rules: invalid CIDR {cidr!r}: a scope id (%) is not allowed")
+        if not _CIDR.match(cidr):
+            raise AnsibleFilterError(
+                f"imds_rules: invalid CIDR {cidr!r}: only an address and a prefix length, "
+                "in ASCII digits, hex letters, '.', ':' and '/'"
+            )
         try:
-            network = ipaddress.ip_network(cidr.strip(), strict=True)
+            network = ipaddress.ip_network(cidr, strict=True)
         except ValueError as exc:
             raise AnsibleFilterError(f"imds_rules: invalid CIDR {cidr!r}: {exc}") from exc
         if network.version != family:
@@ -108,22 +147,30 @@ def normalize_cidrs(cidrs, family):
                 f"imds_rules: {cidr!r} would allow every container to reach IMDS; "
                 "turn bridge blocking off instead if that is what you mean"
             )
+        parsed.append((cidr, network))
+    if list(ipaddress.collapse_addresses(network for _, network in parsed)) == [EVERYTHING[family]]:
+        raise AnsibleFilterError(
+            f"imds_rules: the IPv{family} allowlist {list(cidrs)!r} covers every address together, "
+            "so it would allow every container to reach IMDS; "
+            "turn bridge blocking off instead if that is what you mean"
+        )
+    networks = []
+    for cidr, network in parsed:
+        for link_local in LINK_LOCAL[family]:
+            if network.overlaps(link_local):
+                raise AnsibleFilterError(
+                    f"imds_rules: {cidr!r} overlaps {link_local}, IMDS's own link-local network: "
+                    "no container source there may be allowlisted"
+                )
         if str(network) not in networks:
             networks.append(str(network))
     return networks
 
 
-def imds_rules(family, action="reject", allowed_cidrs=(), enabled=True):
-    """Return the iptables-restore file for ``family`` (4 or 6)."""
-    family = _family(family)
-    if action not in ACTIONS:
-        raise AnsibleFilterError(f"imds_rules: action must be one of {ACTIONS}, got {action!r}")
-    if not isinstance(enabled, bool):
-        raise AnsibleFilterError(f"imds_rules: enabled must be a boolean, got {enabled!r}")
-    allowed = normalize_cidrs(list(allowed_cidrs), family)
-
+def _render(family, action, allowed, enabled):
+    """The file for already checked input: the allowlist's canonical strings, in order."""
     imds = IMDS[family]
-    rules = [f"-I FORWARD 1 -j {CHAIN}"]
+    rules = [_JUMP]
     if enabled:
         rules += [f"-A {CHAIN} -s {cidr} -d {imds} -j RETURN" for cidr in allowed]
         if action == "reject":
@@ -137,6 +184,110 @@ def imds_rules(family, action="reject", allowed_cidrs=(), enabled=True):
     # describe the whole chain, so nothing is added after a load.
     rules.append(f"-A {CHAIN} -j RETURN")
     return HEADER + "*filter\n" + f":{CHAIN} - [0:0]\n" + "".join(r + "\n" for r in rules) + "COMMIT\n"
+
+
+def parse_rules(text, family):
+    """Read a rendered file back as iptables-restore reads it: lines split at newlines only,
+    blank lines and lines starting with ``#`` skipped.
+
+    Returns ``{"tables", "chains", "forward", "rules", "commits"}``; each ``DOCKER-USER`` rule is
+    a dict of its source (an ip_network or None), destination, protocol, target and
+    reject-with. AnsibleFilterError, quoting the line, on any line this filter never writes.
+    """
+    parsed = {"tables": [], "chains": [], "forward": [], "rules": [], "commits": 0}
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line or line.startswith("#"):
+            continue
+        rule = _RULE.match(line)
+        if line.startswith("*"):
+            parsed["tables"].append(line[1:])
+        elif line.startswith(":"):
+            parsed["chains"].append(line[1:])
+        elif line == "COMMIT":
+            parsed["commits"] += 1
+        elif line == _JUMP:
+            parsed["forward"].append(line)
+        elif rule:
+            fields = rule.groupdict()
+            if fields["source"] is not None:
+                try:
+                    fields["source"] = ipaddress.ip_network(fields["source"], strict=True)
+                except ValueError:
+                    rule = None
+            if rule:
+                parsed["rules"].append(fields)
+        if not (rule or line.startswith(("*", ":")) or line in ("COMMIT", _JUMP)):
+            raise AnsibleFilterError(
+                f"imds_rules: refusing the rendered IPv{family} file: line {number} {line!r} "
+                "is not a rule this filter writes"
+            )
+    return parsed
+
+
+def expected_rules(family, action, networks, enabled):
+    """What parse_rules must read back from the file for these checked inputs."""
+    imds = IMDS[family]
+
+    def rule(source=None, destination=imds, protocol=None, target="RETURN", reject_with=None):
+        return {"source": source, "destination": destination, "protocol": protocol, "target": target,
+                "reject_with": reject_with}  # fmt: skip
+
+    rules = []
+    if enabled:
+        rules += [rule(source=ipaddress.ip_network(network)) for network in networks]
+        if action == "reject":
+            rules.append(rule(protocol="tcp", target="REJECT", reject_with="tcp-reset"))
+            rules.append(rule(target="REJECT", reject_with=_UNREACHABLE[family]))
+        else:
+            rules.append(rule(target="DROP"))
+    rules.append(rule(destination=None))
+    return {"tables": ["filter"], "chains": [f"{CHAIN} - [0:0]"], "forward": [_JUMP], "rules": rules,
+            "commits": 1}  # fmt: skip
+
+
+def check_rendered(text, family, action, networks, enabled):
+    """Refuse ``text`` unless it parses back to exactly the expected table, chain and rules."""
+    parsed = parse_rules(text, family)
+    expected = expected_rules(family, action, networks, enabled)
+    problem = None
+    for key in ("tables", "chains", "forward", "commits"):
+        if parsed[key] != expected[key] and not problem:
+            problem = f"its {key} read back as {parsed[key]!r}, expected {expected[key]!r}"
+    got, want = [_rule_line(r) for r in parsed["rules"]], [_rule_line(r) for r in expected["rules"]]
+    if len(got) != len(want) and not problem:
+        problem = f"it holds {len(got)} {CHAIN} rules, expected {len(want)}: {got!r}"
+    for number, (line, wanted) in enumerate(zip(got, want, strict=False), start=1):
+        if line != wanted and not problem:
+            problem = f"{CHAIN} rule {number} reads back as {line!r}, expected {wanted!r}"
+    if problem:
+        raise AnsibleFilterError(f"imds_rules: refusing the rendered IPv{family} file: {problem}")
+    return text
+
+
+def _rule_line(rule):
+    """A parsed DOCKER-USER rule, written the way this filter writes it."""
+    options = [("-s", rule["source"]), ("-d", rule["destination"]), ("-p", rule["protocol"]),
+               ("-j", rule["target"]), ("--reject-with", rule["reject_with"])]  # fmt: skip
+    return " ".join([f"-A {CHAIN}"] + [f"{flag} {value}" for flag, value in options if value is not None])
+
+
+def imds_rules(family, action="reject", allowed_cidrs=(), enabled=True):
+    """Return the iptables-restore file for ``family`` (4 or 6)."""
+    family = _family(family)
+    if action not in ACTIONS:
+        raise AnsibleFilterError(f"imds_rules: action must be one of {ACTIONS}, got {action!r}")
+    if not isinstance(enabled, bool):
+        raise AnsibleFilterError(f"imds_rules: enabled must be a boolean, got {enabled!r}")
+    try:
+        if isinstance(allowed_cidrs, (str, bytes, dict)):
+            raise TypeError
+        allowed_cidrs = list(allowed_cidrs)
+    except TypeError:
+        raise AnsibleFilterError(
+            f"imds_rules: the IPv{family} allowlist must be a list of CIDRs, got {allowed_cidrs!r}"
+        ) from None
+    allowed = normalize_cidrs(allowed_cidrs, family)
+    return check_rendered(_render(family, action, allowed, enabled), family, action, allowed, enabled)
 
 
 class FilterModule:
