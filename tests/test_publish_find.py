@@ -48,11 +48,11 @@ def test_publish_writes_latest_and_the_build_in_every_region(aws, tmp_path, caps
 def test_publish_with_an_unavailable_ami_moves_no_latest_anywhere(aws, tmp_path, capsys):
     ok = golden_ami(REGIONS[0])
     manifest = write_manifest(
-        tmp_path / "m.json", {"al2023-x86_64": {REGIONS[0]: ok, REGIONS[1]: "ami-0deadbeef0000000"}}
+        tmp_path / "m.json", {"al2023-x86_64": {REGIONS[0]: ok, REGIONS[1]: "ami-0deadbeef00000000"}}
     )
     assert publish(manifest) == 1
     out = capsys.readouterr().out
-    assert "not available: us-east-1 ami-0deadbeef0000000: missing" in out
+    assert "not available: us-east-1 ami-0deadbeef00000000: missing" in out
     assert "no latest parameter was moved in any region" in out
     assert parameter(REGIONS[0], LATEST) is None and parameter(REGIONS[1], LATEST) is None
 
@@ -130,3 +130,126 @@ def test_find_with_nothing_published_fails_clearly(aws, capsys):
     err = capsys.readouterr().err
     assert "no golden AMI published at /golden-ami/ecs/al2023/arm64/latest in eu-west-1" in err
     assert "Traceback" not in err
+
+
+# --- malformed manifests (issue 12): refused before any AWS call, in one line ----------------
+
+GOOD_AMI = "ami-0123456789abcdef0"
+
+
+def manifest_with(tmp_path, change=None, *, text=None):
+    """A one-build Packer manifest, with ``change(data)`` applied (or ``text`` as the file)."""
+    entry = {"name": "al2023-x86_64", "builder_type": "amazon-ebs", "build_time": 1795905441,
+             "files": None, "artifact_id": f"eu-west-1:{GOOD_AMI}", "packer_run_uuid": "run",
+             "custom_data": {"os": "al2023", "architecture": "x86_64"}}  # fmt: skip
+    data = {"builds": [entry], "last_run_uuid": "run"}
+    if change:
+        change(data)
+    path = tmp_path / "manifest.json"
+    path.write_text(text if text is not None else json.dumps(data))
+    return path
+
+
+def build_field(name, value):
+    def change(data):
+        if value is KeyError:
+            del data["builds"][0][name]
+        else:
+            data["builds"][0][name] = value
+
+    return change
+
+
+def custom_field(name, value):
+    return lambda data: data["builds"][0]["custom_data"].__setitem__(name, value)
+
+
+def second_build(data):
+    data["builds"].append({**data["builds"][0], "name": "again", "artifact_id": f"us-east-1:{GOOD_AMI}"})
+
+
+B0 = "builds[0] ('al2023-x86_64')"
+PAIR = "is not region:ami-id (us-east-1:ami-0123456789abcdef0)"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (build_field("artifact_id", f"eu-west-1:{GOOD_AMI},eu-west-1:ami-0fedcba9876543210"),
+         f"{B0}: artifact_id names region eu-west-1 twice ({GOOD_AMI} and ami-0fedcba9876543210)"),
+        (build_field("build_time", KeyError), f"{B0}: build_time must be an integer, got nothing"),
+        (build_field("build_time", "1795905441"),
+         f"{B0}: build_time must be an integer, got str '1795905441'"),
+        (build_field("build_time", 0), f"{B0}: build_time 0 is not a time (UTC seconds) from 2000 to 9999"),
+        (build_field("build_time", 10**20),
+         f"{B0}: build_time 100000000000000000000 is not a time (UTC seconds) from 2000 to 9999"),
+        (build_field("artifact_id", "bad-region:ami-0123"),
+         f"{B0}: artifact_id entry 'bad-region:ami-0123' {PAIR}"),
+        (build_field("artifact_id", "ami-1"), f"{B0}: artifact_id entry 'ami-1' {PAIR}"),
+        (build_field("artifact_id", "eu-west-1:ami-1"), f"{B0}: artifact_id entry 'eu-west-1:ami-1' {PAIR}"),
+        (build_field("artifact_id", ""), f"{B0}: artifact_id entry '' {PAIR}"),
+        (build_field("artifact_id", 5), f"{B0}: artifact_id must be a string, got int 5"),
+        (build_field("artifact_id", [f"eu-west-1:{GOOD_AMI}"]),
+         f"{B0}: artifact_id must be a string, got list ['eu-west-1:{GOOD_AMI}']"),
+        (custom_field("os", "windows"), f"{B0}: custom_data.os must be one of al2023, al2, got 'windows'"),
+        (custom_field("architecture", "riscv64"),
+         f"{B0}: custom_data.architecture must be one of x86_64, arm64, got 'riscv64'"),
+        (custom_field("os", 2023), f"{B0}: custom_data.os must be a string, got int 2023"),
+        (build_field("custom_data", ["al2023"]), f"{B0}: custom_data must be an object, got list ['al2023']"),
+        (build_field("name", 5), "builds[0]: name must be a string, got int 5"),
+        (lambda data: data.__setitem__("builds", {"0": {}}), "builds must be a list, got dict {'0': {}}"),
+        (lambda data: data["builds"].__setitem__(0, "al2023"),
+         "builds[0] must be an object, got str 'al2023'"),
+        (lambda data: data.__setitem__("last_run_uuid", 7), "last_run_uuid must be a string, got int 7"),
+        (second_build, "builds 'al2023-x86_64' and 'again' of the last run are both al2023/x86_64: "
+                       "which one would latest name?"),
+    ],
+)  # fmt: skip
+def test_malformed_manifests_are_refused_in_one_line_before_any_call(aws, tmp_path, capsys, change, message):
+    path = manifest_with(tmp_path, change)
+    for extra in ([], ["--dry-run"]):
+        assert cli.main(["publish", "--manifest", str(path), *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"golden-ami: {path}: {message}\n"
+        assert captured.out == ""
+    assert boto3.client("ssm", region_name=REGIONS[0]).describe_parameters()["Parameters"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "{path}: the top level must be an object, got list []"),
+        ("{", "{path} is not a Packer manifest: Expecting property name enclosed in double quotes: "
+              "line 1 column 2 (char 1)"),
+        ("\xff", "{path} is not a Packer manifest: Expecting value: line 1 column 1 (char 0)"),
+        ("[" * 100000 + "]" * 100000, "{path} is not a Packer manifest: maximum recursion depth exceeded "
+                                      "while decoding a JSON array from a unicode string"),
+    ],
+)  # fmt: skip
+def test_files_that_are_no_manifest_are_refused_in_one_line(aws, tmp_path, capsys, text, message):
+    path = manifest_with(tmp_path, text=text)
+    assert cli.main(["publish", "--manifest", str(path)]) == 2
+    assert capsys.readouterr().err == f"golden-ami: {message.format(path=path)}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--poll", "0"], "--poll 0: give 1 to 3600 seconds"),
+        (["--poll", "-5"], "--poll -5: give 1 to 3600 seconds"),
+        (["--timeout", "-1"], "--timeout -1: give 0 to 604800 seconds (a week)"),
+        (["--timeout", "99999999999999999999"],
+         "--timeout 99999999999999999999: give 0 to 604800 seconds (a week)"),
+    ],
+)  # fmt: skip
+def test_absurd_waits_are_refused(aws, tmp_path, capsys, argv, message):
+    assert cli.main(["publish", "--manifest", str(manifest_with(tmp_path)), *argv]) == 2
+    assert capsys.readouterr().err == f"golden-ami: {message}\n"
+
+
+def test_a_well_formed_manifest_still_dry_runs(aws, tmp_path, capsys):
+    assert cli.main(["publish", "--manifest", str(manifest_with(tmp_path)), "--dry-run", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    assert [(e["region"], e["ami"], e["build"]) for e in entries] == [
+        ("eu-west-1", GOOD_AMI, "20261128T223721Z")
+    ]

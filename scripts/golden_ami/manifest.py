@@ -1,8 +1,11 @@
-"""Read the manifest that `make ami` (Packer) or `make image` writes."""
+"""Read the manifest that `make ami` (Packer) or `make image` writes, checked against its
+schema before anything calls AWS: every refusal is one UsageError naming the file and field.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,44 +30,96 @@ class Build:
         return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.build_time))
 
 
+# What `make ami` builds (packer/locals.pkr.hcl); a local `make image` build names its base.
+OSES = ("al2023", "al2")
+ARCHES = ("x86_64", "arm64")
+# A region name (us-east-1, us-gov-west-1, ap-southeast-2) and an EC2 image ID (8 or 17 hex).
+REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\Z")
+AMI_ID = re.compile(r"ami-(?:[0-9a-f]{8}|[0-9a-f]{17})\Z")
+# Build times (UTC seconds) from 2000 to 9999: the build ID is their %Y%m%dT%H%M%SZ.
+BUILD_TIMES = (946684800, 253402300799)
+MAX_BYTES = 16 * 1024 * 1024  # a manifest of thousands of runs is far smaller
+
+
+def _field(value, kind: type, field: str, where: str):
+    """``value`` if it is a ``kind`` (and not a bool posing as an int), else a UsageError."""
+    names = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        got = "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+        raise UsageError(f"{where}: {field} must be {names[kind]}, got {got}")
+    return value
+
+
 def _amis(artifact_id: str, where: str) -> dict[str, str]:
-    amis = {}
-    for pair in filter(None, artifact_id.split(",")):
+    amis: dict[str, str] = {}
+    for pair in artifact_id.split(","):
         region, _, ami = pair.partition(":")
-        if not region or not ami.startswith("ami-"):
-            raise UsageError(f"{where}: artifact_id entry {pair!r} is not region:ami-id")
+        if not REGION.match(region) or not AMI_ID.match(ami):
+            raise UsageError(
+                f"{where}: artifact_id entry {pair!r} is not region:ami-id (us-east-1:ami-0123456789abcdef0)"
+            )
+        if region in amis:
+            raise UsageError(f"{where}: artifact_id names region {region} twice ({amis[region]} and {ami})")
         amis[region] = ami
     return amis
+
+
+def _build(entry: dict, where: str) -> Build:
+    """One build of the last run, checked field by field."""
+    name = _field(entry.get("name"), str, "name", where)
+    where = f"{where} ({name!r})"
+    custom = _field(entry.get("custom_data"), dict, "custom_data", where)
+    builder = _field(entry.get("builder_type", ""), str, "builder_type", where)
+    local = builder == "docker" or custom.get("local") == "true"
+    os_name = _field(custom.get("os"), str, "custom_data.os", where)
+    arch = _field(custom.get("architecture"), str, "custom_data.architecture", where)
+    build_time = _field(entry.get("build_time"), int, "build_time", where)
+    if not BUILD_TIMES[0] <= build_time <= BUILD_TIMES[1]:
+        raise UsageError(f"{where}: build_time {build_time} is not a time (UTC seconds) from 2000 to 9999")
+    if local:  # publish refuses it with its own message; nothing of it reaches AWS
+        return Build(name=name, os=os_name, arch=arch, build_time=build_time, local=True)
+    if os_name not in OSES:
+        raise UsageError(f"{where}: custom_data.os must be one of {', '.join(OSES)}, got {os_name!r}")
+    if arch not in ARCHES:
+        raise UsageError(
+            f"{where}: custom_data.architecture must be one of {', '.join(ARCHES)}, got {arch!r}"
+        )
+    artifact_id = _field(entry.get("artifact_id"), str, "artifact_id", where)
+    amis = _amis(artifact_id, where)
+    return Build(name=name, os=os_name, arch=arch, build_time=build_time, amis=amis)
 
 
 def read(path: Path) -> list[Build]:
     """The builds of the manifest's last run (Packer appends every run to the same file)."""
     try:
-        data = json.loads(Path(path).read_text())
-        last_run, builds = data["last_run_uuid"], data["builds"]
+        with open(path, "rb") as file:
+            text = file.read(MAX_BYTES + 1)
     except FileNotFoundError as exc:
         raise UsageError(f"no manifest at {path}: run `make ami` (or `make image`) first") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except OSError as exc:
+        raise UsageError(f"cannot read the manifest {path}: {exc.strerror}") from exc
+    if len(text) > MAX_BYTES:
+        raise UsageError(f"{path} is over {MAX_BYTES} bytes: not a Packer manifest")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"{path} is not a Packer manifest: {exc}") from exc
+    data = _field(data, dict, "the top level", str(path))
+    last_run = _field(data.get("last_run_uuid"), str, "last_run_uuid", str(path))
+    builds = _field(data.get("builds"), list, "builds", str(path))
     result = []
-    for entry in builds:
-        if entry.get("packer_run_uuid") != last_run:
-            continue
-        custom = entry.get("custom_data") or {}
-        where = f"{path}: build {entry.get('name')!r}"
-        local = entry.get("builder_type") == "docker" or custom.get("local") == "true"
-        if not custom.get("os") or not custom.get("architecture"):
-            raise UsageError(f"{where} has no custom_data os and architecture")
-        result.append(
-            Build(
-                name=entry["name"],
-                os=custom["os"],
-                arch=custom["architecture"],
-                build_time=int(entry.get("build_time", 0)),
-                amis={} if local else _amis(entry.get("artifact_id", ""), where),
-                local=local,
-            )
-        )
+    for index, entry in enumerate(builds):
+        entry = _field(entry, dict, f"builds[{index}]", str(path))
+        if entry.get("packer_run_uuid") == last_run:
+            result.append(_build(entry, f"{path}: builds[{index}]"))
     if not result:
         raise UsageError(f"{path} has no builds for its last run {last_run}")
+    seen: dict[tuple[str, str], str] = {}
+    for build in result:
+        if not build.local and (build.os, build.arch) in seen:
+            raise UsageError(
+                f"{path}: builds {seen[build.os, build.arch]!r} and {build.name!r} of the last run are both "
+                f"{build.os}/{build.arch}: which one would latest name?"
+            )
+        seen[build.os, build.arch] = build.name
     return result

@@ -96,7 +96,11 @@ def put_immutable(ssm, name: str, ami: str, description: str) -> None:
 
 def run(args, aws) -> Result:
     prefix = check_prefix(args.prefix)
-    builds = manifest.read(args.manifest)
+    if not 1 <= args.poll <= 3600:
+        raise UsageError(f"--poll {args.poll}: give 1 to 3600 seconds")
+    if not 0 <= args.timeout <= 7 * 86400:
+        raise UsageError(f"--timeout {args.timeout}: give 0 to 604800 seconds (a week)")
+    builds = manifest.read(args.manifest)  # checked against its schema before any AWS call
     local = [build.name for build in builds if build.local]
     if local:
         raise UsageError(
