@@ -1,15 +1,20 @@
-"""The ecs.config merge, directly: existing content survives byte for byte."""
+"""The ecs.config merge: the settings checked on the controller, then merged as the host merges
+them (module_utils/ecs_imds_block_merge.py): existing content survives byte for byte."""
 
 from __future__ import annotations
 
 import pytest
-from ecs_config import AnsibleFilterError, FilterModule, ecs_config_merge, ecs_config_settings
+from ecs_config import AnsibleFilterError, FilterModule, ecs_config_settings
+from ecs_imds_block_merge import merge_ecs_config
 
 OURS = {"ECS_AWSVPC_BLOCK_IMDS": True}
 
 
 def merge(text, settings=None, known=(), allow_unknown=False):
-    return ecs_config_merge(text, OURS if settings is None else settings, known, allow_unknown)
+    """What the role does: check and render on the controller, merge on the host."""
+    rendered = ecs_config_settings(OURS if settings is None else settings, known, allow_unknown)
+    pairs = [(key.encode(), value.encode()) for key, value in rendered.items()]
+    return merge_ecs_config(text.encode(), pairs).decode()
 
 
 def test_empty_config_gets_our_keys(known_keys):
@@ -105,6 +110,8 @@ def test_unknown_key_is_written_with_the_opt_out(known_keys):
             "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\nECS_DISABLE_PRIVILEGED=false'",
         ),
         ({"ECS_CLUSTER": "prod\r"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\r'"),
+        ({"ECS_CLUSTER": "a\x0cECS_AWSVPC_BLOCK_IMDS=false"}, "value of ECS_CLUSTER must be a single line"),
+        ({"ECS_CLUSTER": "a\x0bb"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'a\\x0bb'"),
         ({"ECS_CLUSTER": "prod\\"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\\\'"),
         ({"ECS_CLUSTER": None}, "value of ECS_CLUSTER must be a string, got None"),
         ({"ecs_cluster": "prod"}, "'ecs_cluster' is not a valid ecs.config key"),
@@ -122,15 +129,14 @@ def test_bad_settings_name_the_bad_value(known_keys, settings, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((None, OURS), "file content must be a string, got None"),
-        (("", ["ECS_CLUSTER=x"]), "settings must be a mapping, got ['ECS_CLUSTER=x']"),
-        (("", OURS, "ECS_CLUSTER"), "known_keys must be a list, got 'ECS_CLUSTER'"),
-        (("", OURS, [], "yes"), "allow_unknown must be a boolean, got 'yes'"),
+        ((["ECS_CLUSTER=x"],), "settings must be a mapping, got ['ECS_CLUSTER=x']"),
+        ((OURS, "ECS_CLUSTER"), "known_keys must be a list, got 'ECS_CLUSTER'"),
+        ((OURS, [], "yes"), "allow_unknown must be a boolean, got 'yes'"),
     ],
 )
 def test_bad_arguments_name_the_bad_value(args, message):
     with pytest.raises(AnsibleFilterError) as err:
-        ecs_config_merge(*args)
+        ecs_config_settings(*args)
     assert message in str(err.value)
 
 
@@ -140,4 +146,4 @@ def test_reference_key_list_is_the_shared_one(known_keys):
 
 
 def test_filter_module_exports():
-    assert set(FilterModule().filters()) == {"ecs_config_merge", "ecs_config_settings"}
+    assert set(FilterModule().filters()) == {"ecs_config_settings"}

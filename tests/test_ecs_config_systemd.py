@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ecs_config import ecs_config_merge
 from golden_ami.local_host import systemd_container
+from test_ecs_config import merge
 
 pytestmark = pytest.mark.docker
 
@@ -19,9 +19,7 @@ USER_CONFIG = (
 
 
 def test_systemd_sees_our_keys_and_the_users_keys(docker_image, known_keys):
-    merged = ecs_config_merge(
-        USER_CONFIG, {"ECS_AWSVPC_BLOCK_IMDS": True, "ECS_DISABLE_PRIVILEGED": True}, known_keys
-    )
+    merged = merge(USER_CONFIG, {"ECS_AWSVPC_BLOCK_IMDS": True, "ECS_DISABLE_PRIVILEGED": True}, known_keys)
     merged += "ECS_CONTAINER_STOP_TIMEOUT=2m\n"  # a later `echo ... >> ecs.config` from user data
     with systemd_container(docker_image, prefix="ecs-imds-test") as host:
         host.run("sh", "-c", "mkdir -p /etc/ecs && cat > /etc/ecs/ecs.config", stdin=merged)

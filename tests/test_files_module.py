@@ -42,6 +42,7 @@ def run_module(ansible_playbook, tmp_path):
         env = {
             **os.environ,
             "ANSIBLE_LIBRARY": str(ROLE / "library"),
+            "ANSIBLE_MODULE_UTILS": str(ROLE / "module_utils"),
             "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
             "ANSIBLE_NOCOLOR": "1",
         }

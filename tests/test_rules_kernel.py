@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import ROLE
@@ -164,4 +165,103 @@ def test_a_bad_second_pair_fails_before_the_first_is_loaded(netns, tmp_path):
     assert netns("iptables", "-S", "FORWARD").stdout.splitlines()[1] != "-A FORWARD -j DOCKER-USER"
     for argv in (["apply", "4"], ["apply", "4", v4, "6"], ["apply", "4", v4, "6", v4, "4", v4]):
         assert netns(str(HELPER), *argv, check=False).returncode == 2, argv
-    assert netns(str(HELPER), "load", "4", v4, check=False).returncode == 2
+    assert netns(str(HELPER), "flush", "4", v4, check=False).returncode == 2
+
+
+# --- files shared with the host's own firewall ------------------------------------------------
+
+MERGE = ROLE / "module_utils" / "ecs_imds_block_merge.py"
+TEAM = {
+    4: (
+        "# The security team's firewall: the Docker API stays closed.\n"
+        "*filter\n"
+        ":INPUT ACCEPT [0:0]\n"
+        ":TEAM-INPUT - [0:0]\n"
+        "-A INPUT -j TEAM-INPUT\n"
+        "-A INPUT -p tcp --dport 2376 -j DROP\n"
+        "-A TEAM-INPUT -p tcp --dport 2375 -j DROP\n"
+        "COMMIT\n"
+        "*nat\n"
+        ":PREROUTING ACCEPT [0:0]\n"
+        "-A PREROUTING -p tcp --dport 8080 -j REDIRECT --to-ports 80\n"
+        "COMMIT\n"
+    ),
+    6: "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 2375 -j DROP\nCOMMIT\n",
+}
+
+
+def shared_file(tmp_path, family, **kwargs):
+    """The team's file with our part merged in, by the merge the role and the boothook run."""
+    path = tmp_path / f"shared.v{family}"
+    path.write_text(TEAM[family])
+    subprocess.run(
+        ["python3", str(MERGE), "merge", str(family), str(path)],
+        input=imds_rules(family, **kwargs),
+        text=True,
+        check=True,
+    )
+    return str(path)
+
+
+def rule_set(netns, family):
+    ipt = "ip6tables" if family == 6 else "iptables"
+    return [line for line in netns(f"{ipt}-save").stdout.splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_load_keeps_the_hosts_rules_docker_and_ecs_init_and_ten_loads_leave_what_one_does(
+    netns, tmp_path, family
+):
+    ipt = "ip6tables" if family == 6 else "iptables"
+    path = shared_file(tmp_path, family)
+    text = Path(path).read_text()
+    assert text[: text.index("# BEGIN")] + text[text.index("# END ecs_imds_block\n") + 21 :] == TEAM[family]
+    netns(f"{ipt}-restore", "--noflush", path)  # as at boot: the host's firewall, loaded once
+    netns(str(HELPER), "load", str(family), path)
+    once = rule_set(netns, family)
+    for _ in range(10):  # ten restarts of the persistence service
+        netns(str(HELPER), "load", str(family), path)
+    assert rule_set(netns, family) == once
+    team_rule = "-A INPUT -p tcp -m tcp --dport 2375 -j DROP" if family == 6 else "-A INPUT -j TEAM-INPUT"
+    assert once.count(team_rule) == 1
+    forward = [line for line in once if line.startswith("-A FORWARD ")]
+    assert forward == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -o docker0 -j DOCKER",
+        "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT",
+    ]
+    if family == 4:
+        assert once.count("-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP") == 1
+        assert once.count("-A PREROUTING -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 80") == 1
+        assert "--to-destination 127.0.0.1:51679" in "\n".join(once)  # ecs-init's DNAT
+    assert netns(str(HELPER), "check", str(family), path).returncode == 0
+
+
+def test_a_file_the_kernel_refuses_still_loads_the_block_and_load_fails(netns, tmp_path):
+    path = shared_file(tmp_path, 4)
+    text = Path(path).read_text().replace("--dport 2376 -j DROP", "--dport 2376 -j DROP --no-such-option")
+    Path(path).write_text(text)
+    result = netns(str(HELPER), "load", "4", path, check=False)
+    assert result.returncode == 1
+    assert f"ecs-imds-block: the kernel refused {path}; loading only its ecs_imds_block part" in result.stderr
+    assert netns(str(HELPER), "check", "4", path).returncode == 0
+    assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # nothing of the refused file
+
+
+def test_apply_loads_our_part_alone_and_skips_a_family_that_is_right(netns, tmp_path):
+    path = shared_file(tmp_path, 4)
+    netns(str(HELPER), "apply", "4", path)
+    assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # the host's rules are load's
+    netns("iptables", "-A", "INPUT", "-j", "ACCEPT")  # right: apply must leave everything alone
+    before = rule_set(netns, 4)
+    netns(str(HELPER), "apply", "4", path)
+    assert rule_set(netns, 4) == before
+    assert netns(str(HELPER), "check", "4", path).returncode == 0
+
+
+def test_a_file_without_our_part_is_refused(netns, tmp_path):
+    path = tmp_path / "team-only"
+    path.write_text(TEAM[4])
+    result = netns(str(HELPER), "apply", "4", str(path), check=False)
+    assert result.returncode == 1
+    assert f"ecs-imds-block: {path} holds no ecs_imds_block part (BEGIN and END lines)" in result.stderr

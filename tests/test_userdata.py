@@ -27,7 +27,7 @@ from golden_ami.userdata import build_user_data
 from imds_rules import imds_rules
 
 ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
-BOOTHOOK = ("text/cloud-boothook", "ecs-imds-block-boothook.sh")
+BOOTHOOK = ("application/gzip", "ecs-imds-block-boothook.sh")  # cloud-init gunzips, then sees #cloud-boothook
 ECS_CONFIG = ("text/x-shellscript", "ecs-imds-block-ecs-config.sh")
 SCRIPT = b"#!/bin/bash\nset -e\necho 'hello from the old user data' >/tmp/old\n"
 CLOUD_CONFIG = b"#cloud-config\npackages:\n  - jq\nruncmd:\n  - [touch, /tmp/cloud-config-ran]\n"
@@ -62,14 +62,24 @@ def kinds(data: bytes) -> list[tuple[str, str | None]]:
     return [(part.get_content_type(), part.get_filename()) for part in parts(data)]
 
 
+def boothook_script(data: bytes) -> str:
+    return gzip.decompress(parts(data)[0].get_payload(decode=True)).decode()
+
+
+HEREDOC = re.compile(
+    r"^(put (\S+) (0\d{3})|\S+ merge [46] (\S+)) <<'ECS_IMDS_BLOCK_EOF'.*?\n(.*?)^ECS_IMDS_BLOCK_EOF\n",
+    re.M | re.S,
+)
+
+
 def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
-    """What the boothook writes: path -> (mode, content), read from its quoted heredocs."""
-    script = parts(data)[0].get_payload(decode=True).decode()
-    pattern = re.compile(
-        r"^put (\S+) (0\d{3}) <<'ECS_IMDS_BLOCK_EOF'\n(.*?)^ECS_IMDS_BLOCK_EOF\n", re.M | re.S
-    )
-    found = {path: (mode, content) for path, mode, content in pattern.findall(script)}
-    assert len(found) == script.count("<<"), "every heredoc of the boothook is a `put PATH MODE <<'EOF'`"
+    """What the boothook writes: path -> (mode, content), read from its quoted heredocs; a rules
+    file, merged into what the host has, shows as ("merge", the rendered rules)."""
+    script = boothook_script(data)
+    found = {}
+    for _, put_path, mode, merge_path, content in HEREDOC.findall(script):
+        found[put_path or merge_path] = (mode or "merge", content)
+    assert len(found) == script.count("<<"), "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
     return found
 
 
@@ -140,15 +150,20 @@ def test_gzipped_existing_user_data_is_decompressed(existing, expected):
 )
 def test_boothook_rules_are_the_role_filters_output(action, allow, allow_v6):
     written = heredocs(build_user_data("prod", None, action, True, allow, allow_v6))
-    assert written["/etc/sysconfig/iptables"] == ("0600", imds_rules(4, action, allow, True))
-    assert written["/etc/sysconfig/ip6tables"] == ("0600", imds_rules(6, action, allow_v6, True))
+    assert written["/etc/sysconfig/iptables"] == ("merge", imds_rules(4, action, allow, True))
+    assert written["/etc/sysconfig/ip6tables"] == ("merge", imds_rules(6, action, allow_v6, True))
 
 
-def test_boothook_loader_is_the_roles_file_byte_for_byte():
+def test_boothook_loader_and_merge_are_the_roles_files_byte_for_byte():
     written = heredocs(build_user_data("prod", None))
-    mode, content = written["/usr/local/sbin/ecs-imds-block"]
-    assert mode == "0755"
-    assert content.encode() == (ROLE / "files" / "ecs-imds-block").read_bytes()
+    assert written["/usr/local/sbin/ecs-imds-block"] == (
+        "0755",
+        (ROLE / "files" / "ecs-imds-block").read_text(),
+    )
+    assert written["/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"] == (
+        "0644",
+        (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_text(),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -204,7 +219,9 @@ def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple
     rendered = {ipv6: json.loads((out / f"{ipv6}.json").read_text()) for ipv6 in (True, False)}
     assert all(spec["owner"] == spec["group"] == "root" for specs in rendered.values() for spec in specs)
     return {
-        ipv6: {spec["path"]: (spec["mode"], spec["content"]) for spec in specs}
+        ipv6: {
+            spec["path"]: ("merge" if spec.get("merge") else spec["mode"], spec["content"]) for spec in specs
+        }
         for ipv6, specs in rendered.items()
     }
 
@@ -218,73 +235,78 @@ def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
 def test_boothook_dropins_are_what_the_role_renders(role_files, ipv6):
     dropins = {path: text for path, (_, text) in role_files[ipv6].items() if path.startswith("/etc/systemd/")}
-    assert len(dropins) == (3 if ipv6 else 2)
+    assert len(dropins) == (4 if ipv6 else 3)
     assert userdata.render_dropins(ipv6) == dropins
 
 
 def test_boothook_without_ipv6_leaves_ipv6_alone():
     data = build_user_data("prod", None, ipv6=False)
-    script = parts(data)[0].get_payload(decode=True).decode()
     assert sorted(heredocs(data)) == [
         "/etc/sysconfig/iptables",
         "/etc/systemd/system/docker.service.d/50-ecs-imds-block.conf",
+        "/etc/systemd/system/ecs.service.d/50-ecs-imds-block.conf",
         "/etc/systemd/system/iptables.service.d/50-ecs-imds-block.conf",
+        "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py",
         "/usr/local/sbin/ecs-imds-block",
     ]
-    assert script.endswith(
-        "systemctl daemon-reload\n"
-        "systemctl enable iptables.service\n"
-        "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables\n"
-    )
+    assert "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables ||" in boothook_script(data)
+    assert "systemctl enable iptables.service ||" in boothook_script(data)
 
 
-def test_boothook_installs_enables_and_applies_and_is_valid_shell(tmp_path):
-    script = parts(build_user_data("prod", None))[0].get_payload(decode=True).decode()
+def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_valid_shell(tmp_path):
+    script = boothook_script(build_user_data("prod", None))
     head = script.split("\n", 3)
     assert head[:3] == ["#cloud-boothook", "#!/bin/sh", head[2]]
-    assert "\nset -eu\n" in script
-    assert "if ! rpm -q --quiet --whatprovides iptables-services; then" in script
-    assert "        dnf install -y iptables-services\n" in script
-    assert "        yum install -y iptables-services\n" in script
-    assert script.endswith(
-        "systemctl daemon-reload\n"
-        "systemctl enable iptables.service ip6tables.service\n"
-        "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables\n"
-        "/usr/local/sbin/ecs-imds-block apply 6 /etc/sysconfig/ip6tables\n"
-    )
+    order = [
+        "put /usr/local/sbin/ecs-imds-block 0755",
+        "put /etc/systemd/system/docker.service.d/50-ecs-imds-block.conf 0644",
+        "/usr/local/sbin/ecs-imds-block merge 4 /etc/sysconfig/iptables",
+        "/usr/local/sbin/ecs-imds-block merge 6 /etc/sysconfig/ip6tables",
+        "systemctl daemon-reload\n",
+        "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables 6 /etc/sysconfig/ip6tables"
+        " || fail 'cannot load the block into the kernel'\n",
+        "if ! rpm -q --quiet --whatprovides iptables-services; then\n",
+        "install='dnf install -y iptables-services'",
+        'fail "$install failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '
+        'and docker.service loads it at every start"',
+        "systemctl enable iptables.service ip6tables.service ||",
+    ]
+    positions = [script.index(step) for step in order]
+    assert positions == sorted(positions), "the network step comes last"
+    preamble = script[: script.index("<<")]
+    assert "\nset -u\n" in preamble and "set -e" not in preamble, "every step says what failed instead"
     (tmp_path / "boothook").write_text(script.split("\n", 1)[1])  # as cloud-init runs it
     subprocess.run(["sh", "-n", str(tmp_path / "boothook")], check=True)
 
 
 def test_boothook_heredocs_write_exactly_those_bytes_through_a_real_shell(tmp_path):
     """The heredocs are quoted: the shell writes the content as it is, `$` and backslashes too."""
-    script = parts(build_user_data("prod", None))[0].get_payload(decode=True).decode()
-    blocks = re.findall(
-        r"^put \S+ 0\d{3} <<'ECS_IMDS_BLOCK_EOF'\n.*?^ECS_IMDS_BLOCK_EOF\n", script, re.M | re.S
-    )
+    script = boothook_script(build_user_data("prod", None))
+    heredoc = r"^put \S+ 0\d{3} <<'ECS_IMDS_BLOCK_EOF'.*?^ECS_IMDS_BLOCK_EOF\n"
+    blocks = re.findall(heredoc, script, re.M | re.S)
     root = tmp_path / "root"
     put = 'put() { mkdir -p "$ROOT$(dirname "$1")"; cat >"$ROOT$1"; }\n'
     subprocess.run(["sh", "-euc", put + "".join(blocks)], check=True, env={**os.environ, "ROOT": str(root)})
-    for path, (_, content) in heredocs(build_user_data("prod", None)).items():
-        assert (root / path.lstrip("/")).read_text() == content, path
+    for path, (mode, content) in heredocs(build_user_data("prod", None)).items():
+        if mode != "merge":
+            assert (root / path.lstrip("/")).read_text() == content, path
 
 
-def test_ecs_config_part_appends_cluster_and_awsvpc_block(tmp_path):
+def test_ecs_config_part_merges_cluster_and_awsvpc_block(tmp_path):
     script = parts(build_user_data("prod-blue_2", None))[-1].get_payload(decode=True).decode()
-    assert "mkdir -p /etc/ecs\n" in script
     assert "set -eu\n" in script
-    assert script.endswith(
-        "cat >>/etc/ecs/ecs.config <<'ECS_IMDS_BLOCK_EOF'\n"
-        "ECS_CLUSTER=prod-blue_2\n"
-        "ECS_AWSVPC_BLOCK_IMDS=true\n"
-        "ECS_IMDS_BLOCK_EOF\n"
+    command = (
+        "/usr/local/sbin/ecs-imds-block ecs-config /etc/ecs/ecs.config "
+        "ECS_CLUSTER=prod-blue_2 ECS_AWSVPC_BLOCK_IMDS=true\n"
     )
-    # Run against a scratch copy of ecs.config whose last line has no newline.
+    assert script.endswith(command)
+    # Run through the role's loader and merge against a scratch ecs.config that says otherwise.
     config = tmp_path / "ecs.config"
-    config.write_text("ECS_LOGLEVEL=info")
-    local = script.replace("/etc/ecs/ecs.config", str(config)).replace("/etc/ecs", str(tmp_path))
-    subprocess.run(["sh", "-c", local], check=True)
-    assert config.read_text() == "ECS_LOGLEVEL=info\nECS_CLUSTER=prod-blue_2\nECS_AWSVPC_BLOCK_IMDS=true\n"
+    config.write_text("ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=false")
+    local = script.replace("/usr/local/sbin/ecs-imds-block", str(ROLE / "files" / "ecs-imds-block"))
+    env = {**os.environ, "ECS_IMDS_BLOCK_MERGE": str(ROLE / "module_utils" / "ecs_imds_block_merge.py")}
+    subprocess.run(["sh", "-c", local.replace("/etc/ecs/ecs.config", str(config))], check=True, env=env)
+    assert config.read_text() == "ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=true\nECS_CLUSTER=prod-blue_2\n"
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -300,7 +322,7 @@ def test_bad_cluster_name_is_refused(cluster):
 
 
 def test_longest_cluster_name_is_accepted():
-    assert b"ECS_CLUSTER=" + b"x" * 255 + b"\n" in build_user_data("x" * 255, None)
+    assert b" ECS_CLUSTER=" + b"x" * 255 + b" " in build_user_data("x" * 255, None)
 
 
 @pytest.mark.parametrize(
@@ -415,7 +437,7 @@ def test_cli_json_reports_the_parts(tmp_path, capsys):
     assert report == {
         "bytes": len(out.read_bytes()),
         "parts": [
-            {"content_type": "text/cloud-boothook", "filename": "ecs-imds-block-boothook.sh"},
+            {"content_type": "application/gzip", "filename": "ecs-imds-block-boothook.sh"},
             {"content_type": "text/cloud-config", "filename": "cloud-config.txt"},
             {"content_type": "text/x-shellscript", "filename": "userdata.txt"},
             {"content_type": "text/x-shellscript", "filename": "ecs-imds-block-ecs-config.sh"},
@@ -562,7 +584,7 @@ def test_cloud_init_reads_the_parts_in_order(cloud_init, tmp_path, existing, the
     seen = cloud_init_parts(cloud_init, data, tmp_path)
     ours = parts(data)
     assert seen == [
-        (*BOOTHOOK, ours[0].get_payload(decode=True)),
+        ("text/cloud-boothook", BOOTHOOK[1], gzip.decompress(ours[0].get_payload(decode=True))),
         *theirs,
         (*ECS_CONFIG, ours[-1].get_payload(decode=True)),
     ]

@@ -2,17 +2,21 @@
 
 The output has three parts, in this order:
 
-1. a ``text/cloud-boothook`` that installs the persistence package and writes what the
-   ecs_imds_block role writes on Amazon Linux 2023 / 2 (the loader, the rules files, the
-   systemd drop-ins), then loads the rules. cloud-init runs boothooks early on every boot,
-   before docker.service, so the script is idempotent.
+1. a ``text/cloud-boothook`` that writes what the ecs_imds_block role writes on Amazon Linux
+   2023 / 2 (the loader and its merge, the systemd drop-ins), merges the block into the rules
+   files (every other line of them stays), loads it, and only then installs the persistence
+   package, the one step that needs the network. cloud-init runs boothooks early on every boot,
+   before docker.service, so the script is idempotent; it fails closed (see ``boothook``).
 2. the user's own user data (``--existing``), kept byte for byte; a MIME archive is merged
    part by part.
-3. a ``text/x-shellscript`` that appends ``ECS_CLUSTER`` and ``ECS_AWSVPC_BLOCK_IMDS=true`` to
-   ``/etc/ecs/ecs.config``. It comes last, so its lines win over the user's.
+3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER`` and ``ECS_AWSVPC_BLOCK_IMDS=true`` in
+   ``/etc/ecs/ecs.config``, merged as the role merges it. cloud-init runs scripts in the order
+   of their names, not of the parts, so a script of the user's may still rewrite the file after
+   it: ``ecs.service``'s drop-in sets the block again just before the agent starts.
 
-Nothing is copied from the role: the rules come from its filter plugin, the loader from its
-``files/``, the drop-ins from its templates, the paths and services from its ``vars/``.
+Nothing is copied from the role: the rules come from its filter plugin, the loader and the
+merge from its ``files/`` and ``module_utils/``, the drop-ins from its templates, the paths,
+services and loader arguments from its ``vars/`` and its imds_layout filter.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 import jinja2
 import yaml
 from ecs_imds_block.filter_plugins import imds_rules as imds_rules_module
+from ecs_imds_block.filter_plugins.imds_layout import imds_layout
 from ecs_imds_block.filter_plugins.imds_rules import ACTIONS, imds_rules, normalize_cidrs
 
 from golden_ami.aws import UsageError
@@ -49,6 +54,7 @@ ECS_CONFIG_NAME = "ecs-imds-block-ecs-config.sh"
 EXISTING_NAME = "existing-user-data"
 HEREDOC = "ECS_IMDS_BLOCK_EOF"
 ECS_CONFIG = "/etc/ecs/ecs.config"
+INSTALL_LOG = "/var/log/ecs-imds-block-install.log"
 
 # cloud-init's first-line prefixes (cloudinit.handlers.INCLUSION_TYPES_MAP): it lowercases
 # and left-strips the payload, then takes the longest prefix that matches.
@@ -132,7 +138,10 @@ def build_user_data(
     check_cluster(cluster)
     rules = render_rules(action, ipv6, list(allow), list(allow_v6))
     source = source or "the existing user data"
-    parts = [_part("text/cloud-boothook", boothook(rules, ipv6).encode(), BOOTHOOK_NAME)]
+    # Gzipped: it carries the loader and the merge, and EC2 allows 16 KB in all. cloud-init
+    # decompresses an application/gzip part, then types it by its first line, #cloud-boothook.
+    hook = gzip.compress(boothook(rules, ipv6).encode(), mtime=0)
+    parts = [_part("application/gzip", hook, BOOTHOOK_NAME)]
     if existing is not None:
         parts += existing_parts(existing, source)
     parts.append(_part("text/x-shellscript", ecs_config_script(cluster).encode(), ECS_CONFIG_NAME))
@@ -182,14 +191,19 @@ def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str])
 
 
 def role_data(ipv6: bool) -> dict:
-    """The variables the role's templates and tasks use on Amazon Linux, as the role computes them."""
+    """The variables the role's templates and tasks use on Amazon Linux, as the role computes them:
+    its vars files, and its imds_layout filter for the families, services and loader arguments."""
     data = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     data.update(yaml.safe_load((ROLE / "vars" / PLATFORM_VARS).read_text()))
-    # vars/main.yml computes these two with Jinja; the same, in Python:
-    wanted = (4, 6) if ipv6 else (4,)
-    families = [rules for rules in data["ecs_imds_block__persistence"] if rules["family"] in wanted]
-    data["ecs_imds_block__families"] = families
-    data["ecs_imds_block__services"] = list(dict.fromkeys(rules["service"] for rules in families))
+    layout = imds_layout(data["ecs_imds_block__persistence"], ipv6)
+    data.update(
+        ecs_imds_block__layout=layout,
+        ecs_imds_block__families=layout["families"],
+        ecs_imds_block__loader_args=layout["loader_args"],
+        ecs_imds_block__services=layout["services"],
+        ecs_imds_block_awsvpc=True,
+        ecs_imds_block_ecs_config_path=ECS_CONFIG,
+    )
     return data
 
 
@@ -203,84 +217,103 @@ def render_dropins(ipv6: bool) -> dict[str, str]:
         keep_trailing_newline=True,  # and the template's trailing newline kept
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["bool"] = bool  # Ansible's; the values here are booleans already
+    templates = {service: "persistence.conf.j2" for service in data["ecs_imds_block__services"]}
+    templates[data["ecs_imds_block__docker_service"]] = "docker.conf.j2"
+    templates[data["ecs_imds_block__ecs_service"]] = "ecs.conf.j2"
     dropin = data["ecs_imds_block__dropin"]
-    files = {}
-    for service in data["ecs_imds_block__services"]:
-        content = env.get_template("persistence.conf.j2").render(data, item=service)
-        files[f"/etc/systemd/system/{service}.d/{dropin}"] = content
-    docker = data["ecs_imds_block__docker_service"]
-    files[f"/etc/systemd/system/{docker}.d/{dropin}"] = env.get_template("docker.conf.j2").render(data)
-    return files
+    return {
+        f"/etc/systemd/system/{unit}.d/{dropin}": env.get_template(template).render(data, item=unit)
+        for unit, template in templates.items()
+    }
 
 
-def _heredoc(path: str, mode: str, content: str) -> str:
+def _heredoc(command: str, content: str, on_error: str | None = None) -> str:
+    """``command`` reading ``content`` from a quoted heredoc; ``on_error``: the line it fails with."""
     if not content.endswith("\n"):
-        raise UsageError(f"cannot embed {path}: its content does not end with a newline")
+        raise UsageError(f"cannot embed the input of {command}: it does not end with a newline")
     if HEREDOC in content.splitlines():
-        raise UsageError(f"cannot embed {path}: its content holds the heredoc delimiter {HEREDOC}")
-    return f"put {shlex.quote(path)} {mode} <<'{HEREDOC}'\n{content}{HEREDOC}\n"
+        raise UsageError(f"cannot embed the input of {command}: it holds the heredoc delimiter {HEREDOC}")
+    otherwise = f" || fail {shlex.quote(on_error)}" if on_error else ""
+    return f"{command} <<'{HEREDOC}'{otherwise}\n{content}{HEREDOC}\n"
 
 
 def boothook(rules: dict[int, str], ipv6: bool) -> str:
-    """The boothook script: the role's tasks on Amazon Linux, as idempotent shell."""
+    """The boothook script: the role's tasks on Amazon Linux, as idempotent shell, failing closed.
+
+    Everything that needs no network comes first: the loader and its merge, the drop-ins, the
+    block merged into the rules files and loaded. Only then the package install, which needs the
+    repositories. If it fails, the block is already loaded, and docker.service's drop-in loads it
+    again at every start: its ExecStartPre needs only the loader and the rules files.
+    """
     data = role_data(ipv6)
     helper = data["ecs_imds_block__helper"]
-    families = data["ecs_imds_block__families"]
+    loader_args = " ".join(shlex.quote(arg) for arg in data["ecs_imds_block__loader_args"])
     packages = " ".join(shlex.quote(name) for name in data["ecs_imds_block__packages"])
-    dropins = render_dropins(ipv6)
+    services = " ".join(shlex.quote(service) for service in data["ecs_imds_block__services"])
     lines = [
         "#cloud-boothook",
         "#!/bin/sh",
         "# Written by `golden-ami user-data`: the ecs_imds_block role's IMDS block for an ECS host",
         "# that is not on the golden AMI. cloud-init runs boothooks on every boot, before",
-        "# docker.service; each step leaves the same result when run again.",
-        "set -eu",
+        "# docker.service; each step leaves the same result when run again. It fails closed: the",
+        "# block is written and loaded before the one step that needs the network.",
+        "set -u",
         "umask 077",
         "",
-        "put() {  # put PATH MODE: standard input to PATH, with MODE, replaced in one rename",
-        '    cat >"$1.ecs-imds-block.tmp"',
-        '    chmod "$2" "$1.ecs-imds-block.tmp"',
-        '    mv -f "$1.ecs-imds-block.tmp" "$1"',
+        "fail() {  # one line that names what failed; cloud-init only logs a boothook's exit code",
+        '    echo "ecs-imds-block boothook: $*" >&2',
+        "    exit 1",
         "}",
         "",
-        f"if ! rpm -q --quiet --whatprovides {packages}; then",
-        "    if command -v dnf >/dev/null 2>&1; then",
-        f"        dnf install -y {packages}",
-        "    else",
-        f"        yum install -y {packages}",
-        "    fi",
-        "fi",
+        "put() {  # put PATH MODE: standard input to PATH, with MODE, replaced in one rename",
+        '    mkdir -p "$(dirname "$1")" &&',
+        '        cat >"$1.ecs-imds-block.tmp" &&',
+        '        chmod "$2" "$1.ecs-imds-block.tmp" &&',
+        '        mv -f "$1.ecs-imds-block.tmp" "$1" ||',
+        '        fail "cannot write $1"',
+        "}",
         "",
         "",
     ]
     script = "\n".join(lines)
-    script += _heredoc(helper, "0755", (ROLE / "files" / "ecs-imds-block").read_bytes().decode())
-    for rules_file in families:
-        script += _heredoc(rules_file["path"], "0600", rules[rules_file["family"]])
-    for path, content in dropins.items():
-        script += f"install -d -m 0755 {shlex.quote(str(Path(path).parent))}\n"
-        script += _heredoc(path, "0644", content)
-    services = " ".join(shlex.quote(service) for service in data["ecs_imds_block__services"])
-    script += f"\nsystemctl daemon-reload\nsystemctl enable {services}\n"
-    for rules_file in families:
-        script += f"{helper} apply {rules_file['family']} {shlex.quote(rules_file['path'])}\n"
+    script += _heredoc(f"put {helper} 0755", (ROLE / "files" / "ecs-imds-block").read_bytes().decode())
+    merge = (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_bytes().decode()
+    script += _heredoc(f"put {shlex.quote(data['ecs_imds_block__merge_helper'])} 0644", merge)
+    for path, content in render_dropins(ipv6).items():
+        script += _heredoc(f"put {shlex.quote(path)} 0644", content)
+    for rules_file in data["ecs_imds_block__families"]:
+        path = rules_file["path"]
+        command = f"{helper} merge {rules_file['family']} {shlex.quote(path)}"
+        script += _heredoc(command, rules[rules_file["family"]], f"cannot merge the block into {path}")
+    script += (
+        "systemctl daemon-reload\n"
+        f"{helper} apply {loader_args} || fail 'cannot load the block into the kernel'\n"
+        "\n"
+        "# The only step that needs the network. The persistence service then loads the rules\n"
+        "# files at boot, the host's own rules included.\n"
+        f"if ! rpm -q --quiet --whatprovides {packages}; then\n"
+        f"    if command -v dnf >/dev/null 2>&1; then install='dnf install -y {packages}'; "
+        f"else install='yum install -y {packages}'; fi\n"
+        f"    $install >{INSTALL_LOG} 2>&1 ||\n"
+        f'        fail "$install failed (see {INSTALL_LOG}); the block is loaded,'
+        ' and docker.service loads it at every start"\n'
+        "fi\n"
+        f"systemctl enable {services} || fail 'cannot enable {services}'\n"
+    )
     return script
 
 
 def ecs_config_script(cluster: str) -> str:
-    """Appends the cluster and the awsvpc block to ecs.config; a new file is 0600, as the role's."""
+    """Sets the cluster and the awsvpc block in ecs.config, merged as the role merges it."""
     return (
         "#!/bin/sh\n"
         "# Written by `golden-ami user-data`: join the cluster, and have the ECS agent block IMDS\n"
-        "# for awsvpc tasks. Last part, so these lines win over earlier ones.\n"
+        "# for awsvpc tasks. ecs.service's drop-in sets the block again just before the agent\n"
+        "# starts, so a later script that rewrites ecs.config cannot remove it.\n"
         "set -eu\n"
-        "mkdir -p /etc/ecs\n"
-        "umask 077\n"
-        f'if [ -s {ECS_CONFIG} ] && [ -n "$(tail -c 1 {ECS_CONFIG})" ]; then echo >>{ECS_CONFIG}; fi\n'
-        f"cat >>{ECS_CONFIG} <<'{HEREDOC}'\n"
-        f"ECS_CLUSTER={cluster}\n"
-        "ECS_AWSVPC_BLOCK_IMDS=true\n"
-        f"{HEREDOC}\n"
+        f"/usr/local/sbin/ecs-imds-block ecs-config {ECS_CONFIG}"
+        f" ECS_CLUSTER={cluster} ECS_AWSVPC_BLOCK_IMDS=true\n"
     )
 
 

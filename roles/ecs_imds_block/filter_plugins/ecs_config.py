@@ -1,7 +1,7 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
 
-"""Merge settings into /etc/ecs/ecs.config without losing a byte the user wrote."""
+"""Check and render the ECS agent settings the role writes to /etc/ecs/ecs.config."""
 
 from __future__ import annotations
 
@@ -18,26 +18,19 @@ except ImportError:  # imported outside Ansible, by the user-data generator
 
 
 DOCUMENTATION = r"""
-  name: ecs_config_merge
-  short_description: Set ECS agent settings in the text of an ecs.config file
+  name: ecs_config_settings
+  short_description: Check ECS agent settings and render their values for ecs.config
   description:
-    - Every line that assigns one of the given keys (with or without a leading C(export))
-      is rewritten as C(KEY=value); keys not yet present are appended. All other lines,
-      comments and blank lines included, are kept byte for byte and in order.
-    - The result always ends with a newline, so a later C(echo KEY=v >> ecs.config) from
-      user data starts a line of its own.
     - Keys are checked against the names the ECS agent reads. An unknown key fails with
       the closest known name, unless O(allow_unknown) is set.
-  positional: _input, settings
+    - Booleans become C(true)/C(false); lists and dicts become compact JSON (as
+      C(ECS_INSTANCE_ATTRIBUTES) expects); a value must be one line of printable text.
+    - The merge into ecs.config itself happens on the host, in the module run that reads the
+      file (the role's ecs_imds_block_files module, C(merge=ecs_config)).
+  positional: _input
   options:
     _input:
-      description: The current file content; empty when the file does not exist.
-      type: str
-      required: true
-    settings:
-      description:
-        - Keys and values to set. Booleans become C(true)/C(false); lists and dicts become
-          compact JSON (as C(ECS_INSTANCE_ATTRIBUTES) expects); values must be one line.
+      description: Keys and values to set.
       type: dict
       required: true
     known_keys:
@@ -46,30 +39,26 @@ DOCUMENTATION = r"""
       elements: str
       default: []
     allow_unknown:
-      description: Write keys that are not in O(known_keys).
+      description: Accept keys that are not in O(known_keys).
       type: bool
       default: false
 """
 
 EXAMPLES = r"""
-- name: Merge our settings into the file read earlier with slurp
-  ansible.builtin.copy:
-    content: >-
-      {{ ecs_config_current | ecs_config_merge({'ECS_AWSVPC_BLOCK_IMDS': true},
+- name: Check the settings before anything is written
+  ansible.builtin.set_fact:
+    settings: >-
+      {{ {'ECS_AWSVPC_BLOCK_IMDS': true} | ecs_config_settings(
          known_keys=lookup('ansible.builtin.file', 'ecs-agent-config-keys.txt').splitlines()) }}
-    dest: /etc/ecs/ecs.config
-    mode: "0600"
 """
 
 RETURN = r"""
   _value:
-    description: The merged file content.
-    type: str
+    description: The settings as C({KEY: rendered value}), in order.
+    type: dict
 """
 
 _KEY = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
-# An assignment as systemd's EnvironmentFile= and Docker's --env-file read it.
-_ASSIGNMENT = re.compile(r"[ \t]*(?:export[ \t]+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
 
 
 def _render_value(key, value):
@@ -81,8 +70,10 @@ def _render_value(key, value):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if not isinstance(value, str):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a string, got {value!r}")
-    # A final backslash makes systemd's EnvironmentFile= join the next line to this one.
-    if any(c in value for c in "\n\r\0") or value.endswith("\\"):
+    # Any control character can end a line for one reader and not another (ecs-init splits on
+    # \n only; Python's splitlines on \f, \v and more); a final backslash makes systemd's
+    # EnvironmentFile= join the next line to this one.
+    if re.search(r"[\x00-\x1f\x7f]", value) or value.endswith("\\"):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a single line KEY=value, got {value!r}")
     return value
 
@@ -114,28 +105,8 @@ def ecs_config_settings(settings, known_keys=(), allow_unknown=False):
     return rendered
 
 
-def ecs_config_merge(text, settings, known_keys=(), allow_unknown=False):
-    """Return ``text`` with ``settings`` set; see DOCUMENTATION."""
-    if not isinstance(text, str):
-        raise AnsibleFilterError(f"ecs_config: file content must be a string, got {text!r}")
-    wanted = ecs_config_settings(settings, known_keys, allow_unknown)
-    lines = text.splitlines(keepends=True)
-    found = set()
-    for number, line in enumerate(lines):
-        match = _ASSIGNMENT.match(line)
-        if match and match["key"] in wanted:
-            key = match["key"]
-            ending = line[len(line.rstrip("\r\n")) :] or "\n"
-            lines[number] = f"{key}={wanted[key]}{ending}"
-            found.add(key)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    lines += [f"{key}={value}\n" for key, value in wanted.items() if key not in found]
-    return "".join(lines)
-
-
 class FilterModule:
     """The ecs_imds_block ecs.config filters."""
 
     def filters(self):
-        return {"ecs_config_merge": ecs_config_merge, "ecs_config_settings": ecs_config_settings}
+        return {"ecs_config_settings": ecs_config_settings}

@@ -103,11 +103,13 @@ _RULE = re.compile(
 )
 _UNREACHABLE = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 ACTIONS = ("reject", "drop")
-HEADER = (
-    "# Managed by the ecs_imds_block role; changes here are overwritten.\n"
-    "# Holds only the DOCKER-USER chain and the FORWARD jump to it: ecs-imds-block loads it\n"
-    "# with --noflush, so Docker's and ecs-init's own rules are never flushed.\n"
+# The markers around our part: the file is shared with the host's own firewall, and the
+# role's merge (module_utils/ecs_imds_block_merge.py) and the loader find our lines by them.
+BEGIN = (
+    "# BEGIN ecs_imds_block: the DOCKER-USER chain and the FORWARD jump to it. The role replaces\n"
+    "# these lines; every other line of this file is yours and is kept as it is.\n"
 )
+END = "# END ecs_imds_block\n"
 
 
 def _family(value):
@@ -183,7 +185,8 @@ def _render(family, action, allowed, enabled):
     # Docker appends this itself when it creates the chain; keeping it makes the file
     # describe the whole chain, so nothing is added after a load.
     rules.append(f"-A {CHAIN} -j RETURN")
-    return HEADER + "*filter\n" + f":{CHAIN} - [0:0]\n" + "".join(r + "\n" for r in rules) + "COMMIT\n"
+    body = f":{CHAIN} - [0:0]\n" + "".join(r + "\n" for r in rules)
+    return "*filter\n" + BEGIN + body + END + "COMMIT\n"
 
 
 def parse_rules(text, family):

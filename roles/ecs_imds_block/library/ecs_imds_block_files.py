@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: the ecs_imds_block authors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 
 # Python 2.7 compatible: an Amazon Linux 2 host may run modules with its /usr/bin/python.
 from __future__ import absolute_import, division, print_function
@@ -49,6 +49,16 @@ options:
           - Group of the file.
           - When omitted, an existing file keeps its group and a new one gets the module's group.
         type: str
+      merge:
+        description:
+          - How O(files[].content) combines with what the file holds, read in the same run.
+          - C(rules) - O(files[].content) is a rules file rendered by the imds_rules filter;
+            only its ecs_imds_block part replaces ours in the file, every other line stays.
+          - C(ecs_config) - O(files[].content) holds C(KEY=value) lines; each is set in the
+            file as ecs-init reads it, every other byte stays.
+          - Without it the file gets O(files[].content) as it is.
+        type: str
+        choices: [rules, ecs_config]
       validate:
         description:
           - Command run on the new content before it replaces the file, with C(%s) for its path.
@@ -95,6 +105,12 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible.module_utils.ecs_imds_block_merge import (
+    MergeError,
+    merge_ecs_config,
+    merge_rules,
+    parse_settings,
+)
 
 NEW_FILE_MODE = "0600"
 DIRECTORY_MODE = 0o755
@@ -129,6 +145,11 @@ def _plan(module, spec):
     b_path = to_bytes(path, errors="surrogate_or_strict")
     if os.path.isdir(b_path):
         module.fail_json(msg="path is a directory: %r" % path)
+    b_parent = os.path.dirname(b_path)
+    while b_parent and not os.path.lexists(b_parent):
+        b_parent = os.path.dirname(b_parent)
+    if b_parent and not os.path.isdir(b_parent):
+        module.fail_json(msg="%r cannot be written: %r is not a directory" % (path, to_native(b_parent)))
     if spec["mode"] is not None and not re.match(r"^0?[0-7]{3}$", spec["mode"]):
         module.fail_json(msg="mode must be an octal string such as '0644': %r" % spec["mode"], path=path)
     for kind, lookup in (("owner", pwd.getpwnam), ("group", grp.getgrnam)):
@@ -140,7 +161,17 @@ def _plan(module, spec):
     if spec["validate"] and "%s" not in spec["validate"]:
         module.fail_json(msg="validate must contain %%s: %r" % spec["validate"], path=path)
     b_content = to_bytes(spec["content"], errors="surrogate_or_strict")
-    before = _read(b_path)
+    try:
+        before = _read(b_path)
+    except (IOError, OSError) as error:
+        module.fail_json(msg="cannot read %s: %s" % (path, error.strerror), path=path)
+    try:
+        if spec["merge"] == "rules":
+            b_content = merge_rules(before or b"", b_content, path)
+        elif spec["merge"] == "ecs_config":
+            b_content = merge_ecs_config(before or b"", parse_settings(b_content.splitlines()))
+    except MergeError as error:
+        module.fail_json(msg="no file was changed: %s" % error, path=path)
     if before == b_content:
         return None
     staged = None
@@ -149,7 +180,7 @@ def _plan(module, spec):
         with os.fdopen(fd, "wb") as handle:
             handle.write(b_content)
         if spec["validate"]:
-            rc, out, err = module.run_command(spec["validate"] % staged)
+            rc, out, err = module.run_command(spec["validate"].replace("%s", staged))
             if rc:
                 module.fail_json(
                     msg="no file was changed: %r refused the new content of %s" % (spec["validate"], path),
@@ -165,7 +196,7 @@ def _plan(module, spec):
             "before_header": path,
             "after_header": path,
             "before": "" if before is None else to_native(before, errors="surrogate_or_replace"),
-            "after": spec["content"],
+            "after": to_native(b_content, errors="surrogate_or_replace"),
         },
     }
 
@@ -192,6 +223,7 @@ def main():
                     owner=dict(type="str"),
                     group=dict(type="str"),
                     validate=dict(type="str"),
+                    merge=dict(type="str", choices=["rules", "ecs_config"]),
                 ),
             ),
         ),
@@ -205,17 +237,25 @@ def main():
     plans = [(spec, _plan(module, spec)) for spec in module.params["files"]]
     changed_paths, diffs = [], []
     for spec, plan in plans:
-        if plan:
-            diffs.append(plan["diff"])
-            if not module.check_mode:
-                _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
-                # An existing file's mode, owner and SELinux context carry over to the new content.
-                module.atomic_move(plan["staged"], spec["path"])
-        new = bool(plan and plan["new"])
-        if new and module.check_mode:
-            changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
-        elif module.set_fs_attributes_if_different(_attributes(module, spec, new), bool(plan)):
-            changed_paths.append(spec["path"])
+        try:
+            if plan:
+                diffs.append(plan["diff"])
+                if not module.check_mode:
+                    _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
+                    # An existing file's mode, owner and SELinux context carry over to the new content.
+                    module.atomic_move(plan["staged"], spec["path"])
+            new = bool(plan and plan["new"])
+            if new and module.check_mode:
+                changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
+            elif module.set_fs_attributes_if_different(_attributes(module, spec, new), bool(plan)):
+                changed_paths.append(spec["path"])
+        except (IOError, OSError) as error:
+            # What was written before the failure is reported, so the play shows the change.
+            module.fail_json(
+                msg="writing %s failed: %s" % (spec["path"], error.strerror or error),
+                changed=bool(changed_paths),
+                changed_paths=changed_paths,
+            )
     module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths, diff=diffs)
 
 

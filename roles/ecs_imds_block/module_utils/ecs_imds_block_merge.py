@@ -1,0 +1,258 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
+
+"""Merge the ecs_imds_block role's part into files that other people write too.
+
+One implementation, used in two places:
+
+- by the role's ecs_imds_block_files module (``merge: rules`` and ``merge: ecs_config``),
+  which reads, merges and writes each file in the same module run;
+- on the host, as ``ecs-imds-block merge`` and ``ecs-imds-block ecs-config``: by the user-data
+  boothook, and just before the ECS agent starts (``ecs.service``'s drop-in).
+
+It runs under the host's own Python, which on Amazon Linux 2 may be 2.7, so it works on bytes
+and keeps to Python 2.7 syntax.
+
+Rules files (iptables-save format, as ``/etc/sysconfig/iptables`` or ``/etc/iptables/rules.v4``)
+-------------------------------------------------------------------------------------------
+The role owns the ``DOCKER-USER`` chain (its declaration and rules) and the ``FORWARD`` jump
+to it, in the ``filter`` table; it writes them between the BEGIN and END marker lines. Every
+other line of the file stays byte for byte. Lines of Docker's own making that belong to our
+part (``:DOCKER-USER``, ``-A DOCKER-USER -j RETURN``, the jump), as ``iptables-save`` writes
+them, are dropped; any other rule in ``DOCKER-USER`` is somebody's, and is refused rather than
+lost.
+
+ecs.config
+----------
+Read as ecs-init reads it: lines split on ``\\n`` only, each one trimmed, split at the first
+``=``; the last assignment of a key wins. Every assignment of a key we set is rewritten in
+place (so no later one overrides it), a key not yet present is appended, and every other
+byte stays. The result ends with a newline, so a later ``echo KEY=v >> ecs.config`` works.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+__metaclass__ = type
+
+BEGIN = b"# BEGIN ecs_imds_block"
+END = b"# END ecs_imds_block"
+CHAIN = b"DOCKER-USER"
+NEW_FILE_MODE = 0o600
+
+# Lines that are ours wherever they stand in the filter table, as Docker's iptables-save
+# writes them: removing them changes nothing, since our part declares the same.
+_OURS_ANYWHERE = re.compile(
+    rb"^(?::DOCKER-USER\b.*"
+    rb"|-A DOCKER-USER -j RETURN"
+    rb"|-[AI] FORWARD(?: 1)? -j DOCKER-USER)\s*$"
+)
+_IN_CHAIN = re.compile(rb"^-[AIRD] DOCKER-USER\b")
+# An assignment as ecs-init (trimmed, split at the first "=") and systemd's EnvironmentFile=
+# (which also accepts a leading "export") read it. \v and \f are trimmed by ecs-init too.
+_ASSIGNMENT = re.compile(rb"^[ \t\v\f\r]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
+_KEY = re.compile(rb"^[A-Z_][A-Z0-9_]*$")
+
+
+class MergeError(ValueError):
+    """Input that cannot be merged without losing something; the message is one line."""
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _lines(data):
+    """``data`` split after each newline; the last line may lack one."""
+    lines = data.split(b"\n")
+    out = [line + b"\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1])
+    return out
+
+
+def our_block(rendered):
+    """The lines between the markers of a rules file the role rendered, markers included."""
+    lines = _lines(rendered)
+    starts = [n for n, line in enumerate(lines) if line.rstrip().startswith(BEGIN)]
+    ends = [n for n, line in enumerate(lines) if line.rstrip() == END]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise MergeError("the rendered rules hold no single BEGIN/END ecs_imds_block block")
+    return b"".join(lines[starts[0] : ends[0] + 1])
+
+
+def merge_rules(existing, rendered, name="the rules file"):
+    """``existing`` (bytes, empty when there is no file) with our part set to that of ``rendered``.
+
+    A file that is empty or holds only comments becomes ``rendered`` itself.
+    """
+    block = our_block(rendered)
+    lines = _lines(existing)
+    if not any(line.strip() and not line.lstrip().startswith(b"#") for line in lines):
+        return rendered
+    kept, table, inside, filter_commit = [], None, False, None
+    for number, line in enumerate(lines, start=1):
+        bare = line.strip()
+        if inside:
+            inside = bare != END
+            continue
+        if bare.startswith(BEGIN):
+            inside = True
+            continue
+        if bare.startswith(b"*"):
+            table = bare[1:]
+        elif bare == b"COMMIT":
+            if table == b"filter" and filter_commit is None:
+                filter_commit = len(kept)
+            table = None
+        elif table == b"filter" and _OURS_ANYWHERE.match(bare):
+            continue
+        elif table == b"filter" and _IN_CHAIN.match(bare):
+            raise MergeError(
+                "%s line %d: %r is a rule in DOCKER-USER, which the ecs_imds_block role owns; "
+                "move it to a chain of your own (or the source to the role's allowlist)"
+                % (name, number, _text(bare))
+            )
+        kept.append(line)
+    if inside:
+        raise MergeError("%s: the ecs_imds_block block has a BEGIN line but no END line" % name)
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += b"\n"
+    if filter_commit is None:
+        return b"".join(kept) + b"*filter\n" + block + b"COMMIT\n"
+    return b"".join(kept[:filter_commit]) + block + b"".join(kept[filter_commit:])
+
+
+def parse_settings(assignments):
+    """``[b"KEY=value", ...]`` as an ordered list of (key, value); MergeError on a bad one."""
+    settings = []
+    for assignment in assignments:
+        key, sep, value = assignment.partition(b"=")
+        if not sep or not _KEY.match(key):
+            raise MergeError("not a KEY=value ecs.config setting: %r" % _text(assignment))
+        if re.search(rb"[\x00-\x1f\x7f]", value) or value.endswith(b"\\"):
+            raise MergeError(
+                "the value of %s must be one line of printable text: %r" % (_text(key), _text(value))
+            )
+        settings.append((key, value))
+    return settings
+
+
+def merge_ecs_config(existing, settings):
+    """``existing`` ecs.config (bytes) with ``settings`` [(key, value), ...] set; see above."""
+    wanted = dict(settings)
+    lines = _lines(existing)
+    found = set()
+    for number, line in enumerate(lines):
+        match = _ASSIGNMENT.match(line)
+        if match and match.group(1) in wanted:
+            key = match.group(1)
+            ending = b"\r\n" if line.endswith(b"\r\n") else b"\n"  # a CRLF file stays CRLF
+            lines[number] = key + b"=" + wanted[key] + ending
+            found.add(key)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    lines += [key + b"=" + value + b"\n" for key, value in settings if key not in found]
+    return b"".join(lines)
+
+
+def effective_ecs_config(data):
+    """What the ECS agent reads from ``data``: {key: value}, ecs-init's way (the last one wins)."""
+    seen = {}
+    for line in data.split(b"\n"):
+        line = line.strip()
+        if not line or line.startswith(b"#") or b"=" not in line:
+            continue
+        key, _, value = line.partition(b"=")
+        seen[key.strip()] = value.strip()
+    return seen
+
+
+# --- on the host ----------------------------------------------------------------------------
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (IOError, OSError) as error:
+        if getattr(error, "errno", None) == 2:
+            return None
+        raise MergeError("cannot read %s: %s" % (path, error.strerror))
+
+
+def write_if_changed(path, content, validate=None):
+    """Replace ``path`` with ``content`` in one rename, keeping an existing file's mode and owner
+    (a new one gets 0600); ``validate`` is an argv run on the staged file first. True if changed."""
+    before = _read(path)
+    if before == content:
+        return False
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, staged = tempfile.mkstemp(dir=directory, prefix=".ecs-imds-block.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        if before is not None:
+            info = os.stat(path)
+            os.chmod(staged, info.st_mode & 0o7777)
+            os.chown(staged, info.st_uid, info.st_gid)
+        else:
+            os.chmod(staged, NEW_FILE_MODE)
+        if validate:
+            check = subprocess.Popen(validate + [staged], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _, err = check.communicate()
+            if check.returncode:
+                raise MergeError(
+                    "%s refused the merged %s, which is left as it was: %s"
+                    % (" ".join(validate), path, _text(err).strip().replace("\n", "; "))
+                )
+        os.rename(staged, path)
+        staged = None
+    finally:
+        if staged:
+            os.unlink(staged)
+    return True
+
+
+USAGE = (
+    "usage: ecs-imds-block merge 4|6 FILE < RENDERED\n"
+    "       ecs-imds-block ecs-config FILE KEY=VALUE [KEY=VALUE ...]"
+)
+
+
+def main(argv):
+    """Exit 0 done, 1 refused or failed, 2 usage; one line on stderr when not 0."""
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    try:
+        if len(argv) == 3 and argv[0] == "merge" and argv[1] in ("4", "6"):
+            path = argv[2]
+            merged = merge_rules(_read(path) or b"", stdin.read(), path)
+            restore = "ip6tables-restore" if argv[1] == "6" else "iptables-restore"
+            changed = write_if_changed(path, merged, [restore, "-w", "--test"])
+        elif len(argv) >= 3 and argv[0] == "ecs-config":
+            path = argv[1]
+            settings = parse_settings(
+                [arg if isinstance(arg, bytes) else arg.encode("utf-8") for arg in argv[2:]]
+            )
+            changed = write_if_changed(path, merge_ecs_config(_read(path) or b"", settings))
+        else:
+            sys.stderr.write(USAGE + "\n")
+            return 2
+    except (MergeError, EnvironmentError) as error:
+        message = error.strerror if isinstance(error, EnvironmentError) and error.strerror else str(error)
+        sys.stderr.write("ecs-imds-block: %s\n" % message)
+        return 1
+    if changed:
+        sys.stderr.write("ecs-imds-block: updated %s\n" % path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
