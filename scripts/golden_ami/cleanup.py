@@ -6,9 +6,16 @@ Project=ecs-imds-golden) and never touches one that is:
     (a team's pin); the build-history entries {prefix}/{os}/{arch}/{build} are not
     publications, and are deleted with their AMI;
   - used by an instance that is not terminated (running or stopped);
-  - the image of a launch template's default or latest version (resolve:ssm: included);
+  - the image of a launch template's default or latest version, or of any version an Auto
+    Scaling group names, mixed-instances policies and their overrides included
+    (resolve:ssm: included);
   - the image of a launch configuration;
   - younger than --min-age-days.
+
+It refuses a --prefix that holds no parameter at all in a region: a mistyped prefix would
+silently drop the "published" protection. A reference that leads nowhere (a resolve:ssm:
+parameter or a launch template version that no longer exists) is reported, and the run goes
+on. Every region is planned before anything is deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import datetime
 import re
 from collections import defaultdict
 
+import botocore.exceptions
+
 from golden_ami.aws import LOG, UsageError
 from golden_ami.output import Result, table
 from golden_ami.publish import add_prefix_argument, check_prefix
@@ -24,11 +33,28 @@ from golden_ami.publish import add_prefix_argument, check_prefix
 PROJECT_TAG = {"Name": "tag:Project", "Values": ["ecs-imds-golden"]}
 _BUILD_ENTRY = re.compile(r"/[^/]+/[^/]+/\d{8}T\d{6}Z\Z")
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+MAX_AGE_DAYS = 36500
+# Errors that mean "this reference leads nowhere", not "you may not look".
+_DANGLING = {
+    "ParameterNotFound",
+    "ParameterVersionNotFound",
+    "ValidationException",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateId.Malformed",
+    "InvalidLaunchTemplateId.VersionNotFound",
+    "InvalidLaunchTemplateName.NotFoundException",
+    "InvalidLaunchTemplateName.MalformedException",
+}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--keep", type=int, required=True, help="newest AMIs to keep per OS and architecture")
-    parser.add_argument("--min-age-days", type=int, default=7, help="never remove a younger AMI (default 7)")
+    parser.add_argument(
+        "--min-age-days",
+        type=int,
+        default=7,
+        help=f"never remove a younger AMI (default 7, at most {MAX_AGE_DAYS})",
+    )
     parser.add_argument(
         "--apply", action="store_true", help="really deregister and delete (default: dry run)"
     )
@@ -57,11 +83,70 @@ def ssm_references(ssm, prefix: str) -> tuple[dict[str, list[str]], dict[str, li
     return published, history
 
 
-def protections(aws, region: str, prefix: str, image_ids: list[str]) -> tuple[dict, dict]:
-    """AMI -> reasons to keep it, and AMI -> build-history parameters to delete with it."""
+def _dangling(error: botocore.exceptions.ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code", "") in _DANGLING
+
+
+class _Templates:
+    """Launch template versions and the AMIs they launch, resolve:ssm: followed; references
+    that lead nowhere are collected in ``dangling`` instead of stopping the run."""
+
+    def __init__(self, ec2, ssm):
+        self.ec2, self.ssm = ec2, ssm
+        self.dangling: list[str] = []
+
+    def versions(self, template: dict, versions: list[str], what: str, label: str = "") -> list[dict]:
+        """``template``: {LaunchTemplateId or LaunchTemplateName}; [] if it or the version is gone."""
+        try:
+            return self.ec2.describe_launch_template_versions(**template, Versions=versions)[
+                "LaunchTemplateVersions"
+            ]
+        except botocore.exceptions.ClientError as exc:
+            if not _dangling(exc):
+                raise
+            code = exc.response["Error"].get("Code")
+            named = f"launch template {label or next(iter(template.values()))} version {', '.join(versions)}"
+            self.dangling.append(f"{what}: {named} leads nowhere ({code})")
+            return []
+
+    def image(self, version: dict, what: str) -> str | None:
+        image = version.get("LaunchTemplateData", {}).get("ImageId", "")
+        if not image.startswith("resolve:ssm:"):
+            return image or None
+        try:
+            return self.ssm.get_parameter(Name=image.removeprefix("resolve:ssm:"))["Parameter"]["Value"]
+        except botocore.exceptions.ClientError as exc:
+            if not _dangling(exc):
+                raise
+            self.dangling.append(f"{what}: {image} leads nowhere ({exc.response['Error'].get('Code')})")
+            return None
+
+
+def _group_templates(group: dict) -> list[dict]:
+    """Every launch template specification of an Auto Scaling group, overrides included."""
+    specs = [group["LaunchTemplate"]] if group.get("LaunchTemplate") else []
+    mixed = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {})
+    if mixed.get("LaunchTemplateSpecification"):
+        specs.append(mixed["LaunchTemplateSpecification"])
+    specs += [
+        o["LaunchTemplateSpecification"]
+        for o in mixed.get("Overrides", [])
+        if o.get("LaunchTemplateSpecification")
+    ]
+    return specs
+
+
+def protections(aws, region: str, prefix: str, image_ids: list[str]) -> tuple[dict, dict, list[str]]:
+    """AMI -> reasons to keep it, AMI -> build-history parameters to delete with it, and the
+    references that lead nowhere."""
     reasons: dict[str, list[str]] = defaultdict(list)
     ec2, ssm = aws.client("ec2", region), aws.client("ssm", region)
     published, history = ssm_references(ssm, prefix)
+    if not published and not history:
+        raise UsageError(
+            f"--prefix {prefix} holds no SSM parameters in {region}: nothing would count as published, "
+            "so nothing would be protected by it; check --prefix"
+        )
     for ami, names in published.items():
         reasons[ami] += [f"published in SSM {name}" for name in names]
 
@@ -78,31 +163,48 @@ def protections(aws, region: str, prefix: str, image_ids: list[str]) -> tuple[di
                         f"used by instance {instance['InstanceId']} ({state})"
                     )
 
+    templates = _Templates(ec2, ssm)
     for page in ec2.get_paginator("describe_launch_templates").paginate():
         for template in page["LaunchTemplates"]:
-            versions = ec2.describe_launch_template_versions(
-                LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Default", "$Latest"]
-            )["LaunchTemplateVersions"]
-            for version in versions:
-                image = version.get("LaunchTemplateData", {}).get("ImageId", "")
-                if image.startswith("resolve:ssm:"):
-                    image = ssm.get_parameter(Name=image.removeprefix("resolve:ssm:"))["Parameter"]["Value"]
+            name = template["LaunchTemplateName"]
+            spec = {"LaunchTemplateId": template["LaunchTemplateId"]}
+            for version in templates.versions(spec, ["$Default", "$Latest"], f"launch template {name}"):
                 which = "default" if version.get("DefaultVersion") else "latest"
-                name, number = template["LaunchTemplateName"], version["VersionNumber"]
-                reasons[image].append(f"launch template {name} ({which} version {number})")
+                where = f"launch template {name} ({which} version {version['VersionNumber']})"
+                image = templates.image(version, where)
+                if image:
+                    reasons[image].append(where)
 
     autoscaling = aws.client("autoscaling", region)
+    for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate():
+        for group in page["AutoScalingGroups"]:
+            for spec in _group_templates(group):
+                wanted = spec.get("Version") or "$Default"
+                key = {k: spec[k] for k in ("LaunchTemplateId",) if spec.get(k)} or {
+                    "LaunchTemplateName": spec.get("LaunchTemplateName", "")
+                }
+                what = f"Auto Scaling group {group['AutoScalingGroupName']}"
+                label = spec.get("LaunchTemplateName", "")
+                for version in templates.versions(key, [wanted], what, label):
+                    name = version.get("LaunchTemplateName") or next(iter(key.values()))
+                    where = f"launch template {name} (version {version['VersionNumber']}, {what})"
+                    image = templates.image(version, where)
+                    if image:
+                        reasons[image].append(where)
+
     for page in autoscaling.get_paginator("describe_launch_configurations").paginate():
         for configuration in page["LaunchConfigurations"]:
             reasons[configuration["ImageId"]].append(
                 f"launch configuration {configuration['LaunchConfigurationName']}"
             )
-    return reasons, history
+    for message in templates.dangling:
+        LOG.warning("%s: %s; going on", region, message)
+    return reasons, history, [f"{region}: {message}" for message in templates.dangling]
 
 
-def plan_region(aws, region: str, args, now: datetime.datetime) -> list[dict]:
+def plan_region(aws, region: str, args, now: datetime.datetime) -> tuple[list[dict], list[str]]:
     images = our_images(aws.client("ec2", region))
-    reasons, history = protections(aws, region, args.prefix, [image["ImageId"] for image in images])
+    reasons, history, dangling = protections(aws, region, args.prefix, [image["ImageId"] for image in images])
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for image in images:
         tags = {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])}
@@ -123,7 +225,7 @@ def plan_region(aws, region: str, args, now: datetime.datetime) -> list[dict]:
                 "created": image["CreationDate"], "keep": bool(why), "reasons": why,
                 "snapshots": [s for s in snapshots if s], "parameters": history.get(image["ImageId"], []),
             })  # fmt: skip
-    return decisions
+    return decisions, dangling
 
 
 def delete(aws, decision: dict) -> None:
@@ -140,11 +242,15 @@ def delete(aws, decision: dict) -> None:
 def run(args, aws) -> Result:
     if args.keep < 1:
         raise UsageError(f"--keep {args.keep}: keep at least 1 AMI per OS and architecture")
-    if args.min_age_days < 0:
-        raise UsageError(f"--min-age-days {args.min_age_days} must not be negative")
+    if not 0 <= args.min_age_days <= MAX_AGE_DAYS:
+        raise UsageError(f"--min-age-days {args.min_age_days}: give 0 to {MAX_AGE_DAYS} days")
     check_prefix(args.prefix)
     now = datetime.datetime.now(datetime.UTC)
-    decisions = [d for region in (args.regions or [aws.region]) for d in plan_region(aws, region, args, now)]
+    decisions, dangling = [], []
+    for region in args.regions or [aws.region]:  # every region planned before anything is deleted
+        planned, leads_nowhere = plan_region(aws, region, args, now)
+        decisions += planned
+        dangling += leads_nowhere
     doomed = [d for d in decisions if not d["keep"]]
     if args.apply:
         for decision in doomed:
@@ -155,6 +261,7 @@ def run(args, aws) -> Result:
     lines = (
         table(rows, ["REGION", "VARIANT", "AMI", "CREATED", "DECISION"]) if rows else ["no golden AMIs found"]
     )
+    lines += [f"warning: {message}" for message in dangling]
     if not args.apply:
         lines.append(f"dry run: {len(doomed)} AMIs would be deregistered; pass --apply to do it")
-    return Result({"applied": args.apply, "decisions": decisions}, lines)
+    return Result({"applied": args.apply, "decisions": decisions, "dangling": dangling}, lines)
