@@ -1,5 +1,7 @@
 """End to end: the installed `golden-ami` executable against moto_server on 127.0.0.1,
-through publish, then find, then cleanup."""
+through publish, then find, then cleanup; and every subcommand's error paths through the
+executable, each one line and no traceback. No traffic leaves loopback: instance metadata is
+off and every endpoint is 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -45,6 +48,9 @@ def endpoint(monkeypatch):
             "AWS_ENDPOINT_URL": url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
         for name, value in {**settings, "AWS_DEFAULT_REGION": REGION}.items():
             monkeypatch.setenv(name, value)
@@ -54,11 +60,19 @@ def endpoint(monkeypatch):
         server.wait(timeout=10)
 
 
-def golden_ami_cli(*argv: str) -> subprocess.CompletedProcess:
-    executable = shutil.which("golden-ami")
-    if executable is None:
+def executable() -> str:
+    """The golden-ami of the environment running pytest (tox's), else the one on PATH."""
+    found = Path(sys.executable).with_name("golden-ami")
+    path = str(found) if found.exists() else shutil.which("golden-ami")
+    if path is None:
         pytest.fail("the golden-ami console script is not installed (pip install -e .)")
-    return subprocess.run([executable, *argv], capture_output=True, text=True, env=os.environ, timeout=120)
+    return path
+
+
+def golden_ami_cli(*argv: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [executable(), *argv], capture_output=True, text=True, env=env or os.environ, timeout=120
+    )
 
 
 def ami(ec2) -> str:
@@ -98,3 +112,81 @@ def test_publish_find_cleanup_through_the_executable(endpoint, tmp_path):
 
     again = golden_ami_cli("find", "--os", "al2023", "--arch", "x86_64", "--json")
     assert json.loads(again.stdout)["ami"] == builds[-1]
+
+
+# --- the AWS configuration's error paths, in every subcommand that calls AWS --------------------
+
+SUBCOMMANDS = [
+    ["find", "--os", "al2023", "--arch", "x86_64"],
+    ["cleanup", "--keep", "1"],
+    ["rollback", "--os", "al2023", "--arch", "x86_64"],
+    ["audit"],
+]
+CONFIGS = {
+    "missing profile": (None, ["--profile", "nope"], 2,
+                        "no AWS profile 'nope' (--profile or AWS_PROFILE) in the AWS config files"),
+    "malformed config": ("[default\nregion = eu-west-1\n", [], 2,
+                         "cannot parse the AWS config file {config}: fix or move it"),
+    "credential_process prints no JSON": (
+        "[profile p]\ncredential_process = /bin/echo not json\n", ["--profile", "p"], 3,
+        "the AWS profile's credential_process printed no JSON credentials "
+        "(Expecting value: line 1 column 1 (char 0))"),
+    "credential_process fails": (
+        "[profile p]\ncredential_process = sh -c 'echo no token >&2; exit 1'\n", ["--profile", "p"], 3,
+        "could not get AWS credentials from custom-process: no token"),
+    "no region name": (None, ["--region", "not a region"], 2, "'not a region' is not an AWS region name"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config_case", list(CONFIGS))
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS, ids=lambda argv: argv[0])
+def test_aws_configuration_errors_are_one_line_in_every_subcommand(tmp_path, subcommand, config_case):
+    content, extra, code, message = CONFIGS[config_case]
+    config = tmp_path / "config"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # never reached: each case fails before a call
+    }
+    if content is not None:
+        config.write_text(content)
+    result = golden_ami_cli(*subcommand, "--region", "eu-west-1", *extra, env=env)
+    assert (result.returncode, result.stderr) == (code, f"golden-ami: {message.format(config=config)}\n")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nope"], "argument COMMAND: invalid choice: 'nope' (choose from 'publish', 'rollback', 'find', "
+                   "'cleanup', 'user-data', 'audit') (see golden-ami --help)"),
+        (["cleanup"], "the following arguments are required: --keep (see golden-ami cleanup --help)"),
+        (["cleanup", "--keep", "x"],
+         "argument --keep: invalid int value: 'x' (see golden-ami cleanup --help)"),
+        (["find", "--os", "al2023", "--arch", "sparc"],
+         "argument --arch: invalid choice: 'sparc' (choose from 'x86_64', 'arm64') "
+         "(see golden-ami find --help)"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line(argv, message):
+    result = golden_ami_cli(*argv, env={"PATH": os.environ["PATH"], "AWS_EC2_METADATA_DISABLED": "true"})
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"golden-ami: {message}\n", "")
+
+
+def test_an_unexpected_error_is_one_line_and_minus_vv_shows_the_traceback(monkeypatch, capsys):
+    from golden_ami import cli, find
+
+    def broken(args, aws):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(find, "run", broken)
+    argv = ["find", "--os", "al2023", "--arch", "x86_64"]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == (
+        "golden-ami: unexpected RuntimeError: a bug over two lines (-vv shows the traceback)\n"
+    )
+    assert cli.main([*argv, "-vv"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -8,6 +8,7 @@ is honoured by botocore itself, so every command runs against any endpoint, moto
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 
@@ -70,10 +71,20 @@ def describe(error: botocore.exceptions.ClientError) -> str:
 
 def translate(error: Exception) -> GoldenAmiError:
     """Turn the exceptions boto3 raises for expected conditions into GoldenAmiError."""
+    if isinstance(error, botocore.exceptions.ProfileNotFound):
+        profile = error.kwargs.get("profile")
+        return UsageError(f"no AWS profile {profile!r} (--profile or AWS_PROFILE) in the AWS config files")
+    if isinstance(error, botocore.exceptions.InvalidRegionError):
+        return UsageError(f"{error.kwargs.get('region_name')!r} is not an AWS region name")
+    if isinstance(error, botocore.exceptions.ConfigParseError):
+        return UsageError(f"cannot parse the AWS config file {error.kwargs.get('path')}: fix or move it")
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         kind = NotFoundError if code.endswith(("NotFound", "NotFoundException")) else AwsError
         return kind(describe(error))
+    if isinstance(error, botocore.exceptions.CredentialRetrievalError):
+        detail = str(error.kwargs.get("error_msg") or "").strip() or "no message"
+        return AwsError(f"could not get AWS credentials from {error.kwargs.get('provider')}: {detail}")
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AwsError(
             "no AWS credentials found (environment, AWS_PROFILE, SSO, web identity or instance role)"
@@ -90,15 +101,34 @@ def translate(error: Exception) -> GoldenAmiError:
 
 
 class Aws:
-    """A boto3 session, its clients (one per service and region), and a count of API calls."""
+    """A boto3 session, its clients (one per service and region), and a count of API calls.
+
+    The session is made on first use, so a command that calls no AWS API (user-data) runs
+    whatever the AWS configuration is: a missing profile or a broken config file is an error
+    only for the commands that need them.
+    """
 
     def __init__(self, region: str | None = None, profile: str | None = None, session=None):
-        self.session = session or boto3.session.Session(profile_name=profile, region_name=region)
+        self._region, self._profile = region, profile
+        self._session = None
         self.calls: collections.Counter[str] = collections.Counter()
         self._clients: dict[tuple[str, str | None], object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        if session is not None:
+            self._use(session)
+
+    def _use(self, session) -> None:
+        self._session = session
         # Counted once per API call, however many retries it takes.
-        self.session.events.register("before-call", self._count)
+        session.events.register("before-call", self._count)
+
+    @property
+    def session(self):
+        """The boto3 session; ProfileNotFound or ConfigParseError here, for translate()."""
+        with self._lock:
+            if self._session is None:
+                self._use(boto3.session.Session(profile_name=self._profile, region_name=self._region))
+            return self._session
 
     @property
     def region(self) -> str:
@@ -114,7 +144,13 @@ class Aws:
         key = (service, region or self.region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self.session.client(service, region_name=key[1], config=RETRIES)
+                try:
+                    self._clients[key] = self.session.client(service, region_name=key[1], config=RETRIES)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    # botocore parses a credential_process's output without wrapping its errors.
+                    raise AwsError(
+                        f"the AWS profile's credential_process printed no JSON credentials ({exc})"
+                    ) from exc
             return self._clients[key]
 
     def assume(self, role_arn: str, label: str) -> Aws:

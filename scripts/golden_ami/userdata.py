@@ -106,8 +106,9 @@ def run(args, aws) -> Result:
     check_cluster(args.cluster)
     existing = None
     if args.existing:
-        try:
-            existing = Path(args.existing).read_bytes()
+        try:  # just above EC2's limit: /dev/zero or a huge file is refused, not read whole
+            with Path(args.existing).open("rb") as file:
+                existing = file.read(MAX_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"cannot read --existing {args.existing}: {exc.strerror}") from exc
     data = build_user_data(
@@ -116,8 +117,13 @@ def run(args, aws) -> Result:
     summary = {"bytes": len(data), "parts": describe(data)}
     if not args.output:
         return Result(summary, data.decode("ascii").removesuffix("\n").split("\n"))
-    try:
-        Path(args.output).write_bytes(data)
+    output = Path(args.output)
+    try:  # 0600: existing user data often holds secrets
+        if not output.exists():
+            output.touch(mode=0o600)
+        elif output.is_file():  # made private before it holds the user data
+            output.chmod(0o600)
+        output.write_bytes(data)
     except OSError as exc:
         raise UsageError(f"cannot write --output {args.output}: {exc.strerror}") from exc
     LOG.info("wrote %d bytes of user data (%d parts) to %s", len(data), len(summary["parts"]), args.output)
@@ -330,12 +336,32 @@ def content_type_of(payload: bytes) -> str | None:
 
 
 def existing_parts(data: bytes, source: str) -> list[email.message.Message]:
-    """The user's user data as parts, payloads unchanged; UsageError naming ``source`` if unusable."""
+    """The user's user data as parts, payloads unchanged; UsageError naming ``source`` if unusable.
+
+    Gzipped data is inflated at most to just above EC2's limit: a gzip bomb is refused after
+    MAX_BYTES + 1 bytes of output, not after it fills the memory.
+    """
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{source}: over {MAX_BYTES} bytes, EC2's limit on the whole user data")
     if data[:2] == b"\x1f\x8b":  # cloud-init decompresses gzipped user data
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UsageError(f"{source}: looks gzipped but does not decompress: {exc}") from exc
+        gzipped, data = data, b""
+        while gzipped:  # one gzip member after another, as gzip.decompress reads them
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                data += inflater.decompress(gzipped, MAX_BYTES + 1 - len(data))
+            except zlib.error as exc:
+                raise UsageError(f"{source}: looks gzipped but does not decompress: {exc}") from exc
+            if len(data) > MAX_BYTES or inflater.unconsumed_tail:
+                raise UsageError(
+                    f"{source}: inflates to over {MAX_BYTES} bytes, EC2's limit on the whole user data"
+                )
+            if not inflater.eof:
+                raise UsageError(f"{source}: looks gzipped but does not decompress: it is cut short")
+            gzipped = inflater.unused_data.lstrip(b"\0")  # gzip allows zero padding after a member
+            if gzipped and gzipped[:2] != b"\x1f\x8b":
+                raise UsageError(
+                    f"{source}: looks gzipped but does not decompress: data after the gzip stream"
+                )
     if not data.strip():
         raise UsageError(f"{source}: is empty")
     if b"mime-version:" in data[:4096].lower():  # cloud-init's test for a MIME archive
@@ -356,9 +382,14 @@ def _mime_parts(data: bytes, source: str) -> list[email.message.Message]:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{source}: a MIME archive that is not UTF-8, which cloud-init cannot read") from exc
     parts = []
-    leaves = [part for part in email.message_from_string(text).walk() if not part.is_multipart()]
+    # A multipart container without parts is a leaf to the email package, not a part.
+    leaves = [
+        part
+        for part in email.message_from_string(text).walk()
+        if not part.is_multipart() and part.get_content_maintype() != "multipart"
+    ]
     for index, original in enumerate(leaves, start=1):
-        payload = original.get_payload(decode=True)
+        payload = original.get_payload(decode=True) or b""
         headers = [
             (k, v)
             for k, v in original.items()
@@ -370,8 +401,8 @@ def _mime_parts(data: bytes, source: str) -> list[email.message.Message]:
         for key, value in headers:
             part[key] = value
         parts.append(part)
-    if not parts:
-        raise UsageError(f"{source}: a MIME archive with no parts")
+    if not any(part.get_payload() for part in parts):
+        raise UsageError(f"{source}: a MIME archive with no parts (or only empty ones)")
     return parts
 
 
