@@ -253,3 +253,27 @@ def test_a_well_formed_manifest_still_dry_runs(aws, tmp_path, capsys):
     assert [(e["region"], e["ami"], e["build"]) for e in entries] == [
         ("eu-west-1", GOOD_AMI, "20261128T223721Z")
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--build", "../latest"], "--build '../latest'"),
+        (["--build", "2026"], "--build '2026'"),
+    ],
+)
+def test_find_refuses_a_malformed_build_in_one_line(aws, capsys, argv, message):
+    assert cli.main(["find", "--os", "al2023", "--arch", "x86_64", *argv]) == 2
+    expected = f"golden-ami: {message} is not a build ID like 20261128T224200Z, nor `latest`\n"
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize("command", ["find", "rollback"])
+def test_an_unknown_os_is_a_usage_error_in_one_line(aws, capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--os", "../al2023", "--arch", "x86_64"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"golden-ami: argument --os: invalid choice: '../al2023' (choose from 'al2023', 'al2') "
+        f"(see golden-ami {command} --help)\n"
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from golden_ami.aws import NotFoundError
+from golden_ami.aws import NotFoundError, UsageError
+from golden_ami.manifest import OSES
 from golden_ami.output import Result
 from golden_ami.publish import add_prefix_argument, check_prefix
+from golden_ami.rollback import BUILD_ID
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--os", required=True, help="al2023 or al2")
+    parser.add_argument("--os", required=True, choices=OSES, help="al2023 or al2")
     parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
     parser.add_argument(
         "--build", default="latest", help="a build ID instead of latest, e.g. 20261128T224200Z"
@@ -29,6 +31,8 @@ def lookup(aws, prefix: str, os_name: str, arch: str, build: str = "latest") -> 
 
 
 def run(args, aws) -> Result:
+    if args.build != "latest" and not BUILD_ID.match(args.build):
+        raise UsageError(f"--build {args.build!r} is not a build ID like 20261128T224200Z, nor `latest`")
     name, parameter = lookup(aws, args.prefix, args.os, args.arch, args.build)
     ami = parameter["Value"]
     if not args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from golden_ami.aws import LOG, NotFoundError, UsageError
+from golden_ami.manifest import OSES
 from golden_ami.output import Result, table
 from golden_ami.publish import add_prefix_argument, check_prefix
 
@@ -17,7 +18,7 @@ BUILD_ID = re.compile(r"\d{8}T\d{6}Z\Z")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--os", required=True, help="al2023 or al2")
+    parser.add_argument("--os", required=True, choices=OSES, help="al2023 or al2")
     parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
     parser.add_argument(
         "--to", default="previous", help="a build ID, or `previous` (default): the build before latest"
