@@ -6,7 +6,8 @@
 
 Measurements (one module each): imds.py (time-to-fail of a blocked IMDS request), role.py
 (role cost next to the seed's shell recipe), datapath.py (throughput and connection rate with
-and without the rules), audit_scaling.py (API calls of `golden-ami audit` as a cluster grows).
+and without the rules), audit_scaling.py (API calls of `golden-ami audit` as a cluster grows),
+dockerstart.py (docker.service's start with and without the role's drop-in).
 Progress goes to stderr, the table to stdout. Exit 0 when every target passed, 1 when a
 target failed (the results are still written), 2 when the harness itself failed.
 """
@@ -23,12 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import audit_scaling, datapath, fixture, images, imds, report, role, stats
+from benchmarks import audit_scaling, datapath, dockerstart, fixture, images, imds, report, role, stats
 from benchmarks.progress import log
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-MEASUREMENTS = ("imds", "role", "datapath", "audit")
+MEASUREMENTS = ("imds", "role", "datapath", "audit", "dockerstart")
 AUDIT_SIZES = (100, 1000, 5000)
 SMOKE_AUDIT_SIZES = (1, 150)  # 150: two pages, so paging is exercised
 # Both clients of imds_client.py against a refused port, importing only the copied botocore.
@@ -65,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--iperf-seconds", type=int, default=4, help="datapath: timed seconds per iperf3 run (default 4)"
     )
     parser.add_argument("--connections", type=int, default=2000, help="datapath: connects per sample")
+    parser.add_argument(
+        "--start-pairs", type=int, default=8, help="dockerstart: ABBA pairs of Docker starts (default 8)"
+    )
     args = parser.parse_args(argv)
     if args.output is None and not args.smoke:
         args.output = RESULTS / (
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         with _phase(phases, "images"):
             images.ensure_base_images()
             bench = images.ensure_bench_image()
-            if selected & {"imds", "datapath"}:
+            if selected & {"imds", "datapath", "dockerstart"}:
                 golden, built = images.ensure_golden(args.golden, args.rebuild_golden)
                 images_used["golden"] = {
                     "image": golden,
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                     "built_this_run": built,
                 }
             images_used["bench"] = {"image": bench, "id": images.image_id(bench)}
-        if "golden" in images_used:
+        if selected & {"imds", "datapath"}:
             booting = time.monotonic()
             with fixture.golden_instance(golden, bench, log_file) as host:
                 phases["fixture"] = round(time.monotonic() - booting, 1)  # boot, prepare.yml, image load
@@ -119,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
                         measured["datapath"] = datapath.measure(
                             host, bench, args.pairs, args.iperf_seconds, args.connections
                         )
+        if "dockerstart" in selected:  # a host of its own: restarting Docker would stop the clients
+            with _phase(phases, "dockerstart"):
+                measured["dockerstart"] = dockerstart.measure(golden, args.start_pairs)
         if "role" in selected:
             with _phase(phases, "role"):
                 measured["role"] = role.measure(bench, args.role_runs, log_file)
@@ -151,6 +158,31 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(t["pass"] for t in data["targets"]) else 1
 
 
+def _smoke_dockerstart() -> tuple[str, bool, str]:
+    """The dockerstart summary, targets and table from fixed samples: per-pair differences
+    40, 50 and 10 ms (median 40), ratios 1.04, 1.048 and 1.01 (median 1.04)."""
+    wall = {"with": [1040.0, 1100.0, 1010.0], "without": [1000.0, 1050.0, 1000.0]}
+    samples = {
+        state: [
+            {"wall_ms": ms, "unit_ms": ms - 10, "pre_ms": ms / 100, "intact_after_start": state == "with"}
+            for ms in wall[state]
+        ]
+        for state in dockerstart.STATES
+    }
+    summary = dockerstart.summarise(samples, dockerstart.dropin_path())
+    measured = {"dockerstart": summary}
+    table = report.render({"date": "", "machine": "", "targets": report.targets(measured)}, measured)
+    ok = (
+        summary["overhead_ms"] == 40
+        and summary["ratio"] == 1.04
+        and "PASS  docker.service start: the block adds at most 100 ms: +40 ms" in table
+        and "PASS  with the drop-in, the block was intact after every Docker start: 3/3" in table
+        and "5. docker.service start" in table
+    )
+    detail = f"overhead {summary['overhead_ms']} ms, ratio {summary['ratio']}"
+    return "dockerstart: paired summary, target and table from fixed samples", ok, detail
+
+
 def smoke(args: argparse.Namespace) -> int:
     """No Docker, seconds: the client scripts run on the copied botocore alone, the stats
     helper and the report work, and the moto audit path counts calls as the formula says."""
@@ -177,6 +209,7 @@ def smoke(args: argparse.Namespace) -> int:
     checks.append(
         ("stats: median and p95", stats.median([1, 2, 3, 4]) == 2.5 and stats.p95(range(1, 102)) == 96, "")
     )
+    checks.append(_smoke_dockerstart())
 
     measured = {"audit": audit_scaling.measure(SMOKE_AUDIT_SIZES)}
     data = report.results_file(measured, report.machine(), report.now(), 0)
