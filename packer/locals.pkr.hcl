@@ -1,5 +1,6 @@
-# Values shared by the four sources, and what tells them apart, keyed by source name
-# (al2023-x86_64, al2023-arm64, al2-x86_64, al2-arm64).
+# What the four builds share and what tells them apart. A variant is one OS family on one
+# architecture; each is one build, named after it (amazon-ebs.<variant>, what `-only` selects),
+# and every per-variant map below is keyed by that name.
 
 locals {
   # One clock reading per build: AMI names, BuildTime tags and deprecation dates agree.
@@ -7,21 +8,35 @@ locals {
   build_stamp  = formatdate("YYYYMMDD'T'hhmmss'Z'", local.build_time)
   deprecate_at = timeadd(local.build_time, format("%dh", var.deprecate_after_days * 24))
 
-  # Public SSM parameters naming the current ECS-optimized AMI. The data sources in
-  # al2023.pkr.hcl and al2.pkr.hcl repeat these strings: before Packer 1.12 a data source
-  # cannot read locals (hashicorp/packer#11011). tests/test_packer.py keeps them equal.
-  source_ami_parameters = {
-    "al2023-x86_64" = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
-    "al2023-arm64"  = "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id"
-    "al2-x86_64"    = "/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id"
-    "al2-arm64"     = "/aws/service/ecs/optimized-ami/amazon-linux-2/arm64/recommended/image_id"
+  # The variants: OS family, architecture, and the public SSM parameter naming the current
+  # ECS-optimized AMI the variant starts from.
+  variants = {
+    "al2023-x86_64" = { os = "al2023", arch = "x86_64", parameter = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id" }
+    "al2023-arm64"  = { os = "al2023", arch = "arm64", parameter = "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id" }
+    "al2-x86_64"    = { os = "al2", arch = "x86_64", parameter = "/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id" }
+    "al2-arm64"     = { os = "al2", arch = "arm64", parameter = "/aws/service/ecs/optimized-ami/amazon-linux-2/arm64/recommended/image_id" }
+  }
+  os_names = { al2023 = "Amazon Linux 2023", al2 = "Amazon Linux 2" }
+
+  # The AMI ID each variant starts from, read from its parameter (sources.pkr.hcl). A data
+  # source cannot be looked up by a computed name, so each one is named here.
+  source_amis = {
+    "al2023-x86_64" = data.amazon-parameterstore.al2023-x86_64.value
+    "al2023-arm64"  = data.amazon-parameterstore.al2023-arm64.value
+    "al2-x86_64"    = data.amazon-parameterstore.al2-x86_64.value
+    "al2-arm64"     = data.amazon-parameterstore.al2-arm64.value
   }
 
   ami_names = {
-    for name in keys(local.source_ami_parameters) : name => "${var.ami_name_prefix}-${name}-${local.build_stamp}"
+    for name in keys(local.variants) : name => "${var.ami_name_prefix}-${name}-${local.build_stamp}"
   }
 
-  # Tags of every AMI and snapshot. The publish and cleanup tools find our AMIs by Project.
+  ami_descriptions = {
+    for name, variant in local.variants : name => "ECS-optimized ${local.os_names[variant.os]} (${variant.arch}), containers kept away from IMDS. ecs_imds_block ${var.role_version}, commit ${var.git_commit}."
+  }
+
+  # Tags of every AMI and snapshot, and of the build instance's volumes. The publish and cleanup
+  # tools find our AMIs by Project; the build role's IAM conditions require it.
   common_tags = {
     Project     = "ecs-imds-golden"
     RoleVersion = var.role_version
@@ -29,36 +44,15 @@ locals {
     BuildTime   = local.build_time
   }
 
-  # Tags of one variant; each source sets merge(local.common_tags, local.variant_tags[<name>]).
+  # Tags of each variant's AMI, snapshots and build instance.
   variant_tags = {
-    "al2023-x86_64" = {
-      Name               = local.ami_names["al2023-x86_64"]
-      OS                 = "al2023"
-      Architecture       = "x86_64"
-      SourceAMI          = data.amazon-parameterstore.al2023-x86_64.value
-      SourceAMIParameter = local.source_ami_parameters["al2023-x86_64"]
-    }
-    "al2023-arm64" = {
-      Name               = local.ami_names["al2023-arm64"]
-      OS                 = "al2023"
-      Architecture       = "arm64"
-      SourceAMI          = data.amazon-parameterstore.al2023-arm64.value
-      SourceAMIParameter = local.source_ami_parameters["al2023-arm64"]
-    }
-    "al2-x86_64" = {
-      Name               = local.ami_names["al2-x86_64"]
-      OS                 = "al2"
-      Architecture       = "x86_64"
-      SourceAMI          = data.amazon-parameterstore.al2-x86_64.value
-      SourceAMIParameter = local.source_ami_parameters["al2-x86_64"]
-    }
-    "al2-arm64" = {
-      Name               = local.ami_names["al2-arm64"]
-      OS                 = "al2"
-      Architecture       = "arm64"
-      SourceAMI          = data.amazon-parameterstore.al2-arm64.value
-      SourceAMIParameter = local.source_ami_parameters["al2-arm64"]
-    }
+    for name, variant in local.variants : name => merge(local.common_tags, {
+      Name               = local.ami_names[name]
+      OS                 = variant.os
+      Architecture       = variant.arch
+      SourceAMI          = local.source_amis[name]
+      SourceAMIParameter = variant.parameter
+    })
   }
 
   # custom_data of each build in manifest.json, looked up by source.name.
@@ -68,8 +62,8 @@ locals {
       architecture         = tags.Architecture
       source_ami           = tags.SourceAMI
       source_ami_parameter = tags.SourceAMIParameter
-      role_version         = var.role_version
-      git_commit           = var.git_commit
+      role_version         = tags.RoleVersion
+      git_commit           = tags.GitCommit
     }
   }
 }

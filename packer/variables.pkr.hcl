@@ -25,7 +25,7 @@ variable "ami_regions" {
 
 variable "instance_types" {
   type        = map(string)
-  description = "Build instance type per architecture, keyed x86_64 and/or arm64. The type must match the architecture (Graviton types for arm64). A missing key only breaks the sources of that architecture, so `-only` builds of the other one still work."
+  description = "Build instance type per architecture, keyed x86_64 and/or arm64. The type must match the architecture (Graviton types for arm64). A missing key only breaks the builds of that architecture, so `-only` builds of the other one still work."
   default = {
     x86_64 = "m7i.large"
     arm64  = "m7g.large"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.packer import Templates
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -80,9 +81,9 @@ def all_uses(workflow: dict) -> list[str]:
     return found
 
 
-def packer_sources() -> set[str]:
-    text = "\n".join(path.read_text() for path in (ROOT / "packer").glob("*.pkr.hcl"))
-    return set(re.findall(r'^source\s+"amazon-ebs"\s+"([^"]+)"', text, re.MULTILINE))
+def packer_variants() -> set[str]:
+    """The <os>-<arch> of every Packer build (amazon-ebs.<os>-<arch>, what `-only` selects)."""
+    return {name.removeprefix("amazon-ebs.") for name in Templates(ROOT / "packer").build_names()}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_manual_run_chooses_os_and_architecture(golden):
         for os_name in set(inputs["os"]["options"]) - {"all"}
         for arch in set(inputs["arch"]["options"]) - {"all"}
     }
-    assert variants == packer_sources(), "the dispatch choices must name exactly the Packer sources"
+    assert variants == packer_variants(), "the dispatch choices must name exactly the Packer builds"
 
 
 def test_one_run_at_a_time_and_never_cancelled(golden):
