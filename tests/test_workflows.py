@@ -6,6 +6,8 @@
 - AWS is reached through OpenID Connect only: the jobs that call AWS assume a role with
   aws-actions/configure-aws-credentials and hold `id-token: write`; no AWS key or secret
   appears anywhere, and no job holds more than it needs.
+- Each AWS job checks the repository variables it needs with the composite action
+  .github/actions/require-variables, before it assumes its role.
 - Every action from another repository is pinned to a full commit SHA, with its version in a
   comment.
 - actionlint (with shellcheck for the `run:` scripts) reports nothing. It is required: without
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 GOLDEN = WORKFLOWS / "golden-ami.yml"
 CI = WORKFLOWS / "ci.yml"
+REQUIRE_VARIABLES = ".github/actions/require-variables"
 CONFIGURE_AWS = "aws-actions/configure-aws-credentials"
 SHA = re.compile(r"[0-9a-f]{40}")
 # `uses: owner/repo[/path]@ref  # vX.Y.Z` on one line.
@@ -261,6 +264,25 @@ def test_build_publish_and_cleanup_assume_a_role_through_oidc(golden):
             assert settings["aws-region"] == "${{ vars.AWS_REGION }}"
             for key in ("aws-access-key-id", "aws-secret-access-key", "aws-session-token"):
                 assert key not in settings, f"{name}: no static AWS credentials ({key})"
+
+
+def test_aws_jobs_check_their_repository_variables_once_with_the_shared_action(golden):
+    assert load(ROOT / REQUIRE_VARIABLES / "action.yml")["runs"]["using"] == "composite"
+    check_action = f"./{REQUIRE_VARIABLES}"
+    for name, job in aws_jobs(golden).items():
+        uses = [step.get("uses", "").split("@")[0] for step in steps(job)]
+        assert uses.count(check_action) == 1, f"{name}: check the variables with {check_action}"
+        assert uses.index(check_action) < uses.index(CONFIGURE_AWS), (
+            f"{name}: check the variables before assuming the role"
+        )
+        check = steps(job)[uses.index(check_action)]["with"]
+        configure = steps(job)[uses.index(CONFIGURE_AWS)]["with"]
+        needed = set(re.findall(r"vars\.(\w+)", configure["role-to-assume"] + configure["aws-region"]))
+        assert set(check["names"].split()) == needed, f"{name}: check exactly {sorted(needed)}"
+        assert check["vars"] == "${{ toJSON(vars) }}"
+    assert "set the repository variables" not in GOLDEN.read_text(), (
+        "the check is written once, in the action"
+    )
 
 
 def test_build_and_publish_use_different_roles(golden):
