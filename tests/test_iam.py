@@ -299,6 +299,8 @@ class _Extractor:
                 if arg.arg in self.services:
                     scope.bindings[arg.arg] = {("client", arg.arg)}
         body = list(ast.iter_child_nodes(node))
+        if isinstance(node, ast.ClassDef):
+            self._bind_attributes(scope, node)
         own = list(self._own_nodes(body))
         for child in own:  # bindings first, in source order, so that later uses see them
             if isinstance(child, ast.Assign | ast.AnnAssign) and child.value is not None:
@@ -314,6 +316,32 @@ class _Extractor:
                 self._scope(child, scope, name)
             else:
                 self._scope(child, scope, name, child.args)
+
+    def _bind_attributes(self, scope: _Scope, node: ast.ClassDef) -> None:
+        """self.X = <client> in any method of a class makes self.X a client in all of them
+        (bound in the class's scope as "self.X")."""
+        for method in node.body:
+            if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            local = _Scope(scope)
+            for arg in [*method.args.posonlyargs, *method.args.args, *method.args.kwonlyargs]:
+                if arg.arg in self.services:
+                    local.bindings[arg.arg] = {("client", arg.arg)}
+            for child in self._own_nodes(method.body):
+                if not isinstance(child, ast.Assign):
+                    continue
+                for target in child.targets:
+                    pairs = [(target, child.value)]
+                    if isinstance(target, ast.Tuple) and isinstance(child.value, ast.Tuple):
+                        pairs = list(zip(target.elts, child.value.elts, strict=False))
+                    for name, value in pairs:
+                        if (
+                            isinstance(name, ast.Attribute)
+                            and isinstance(name.value, ast.Name)
+                            and name.value.id == "self"
+                        ):
+                            kind = self._kind(local, value) or ("other",)
+                            scope.bindings.setdefault(f"self.{name.attr}", set()).add(kind)
 
     @staticmethod
     def _nested(nodes):
@@ -345,13 +373,16 @@ class _Extractor:
 
     def _kind(self, scope: _Scope, node: ast.AST) -> tuple | None:
         """("client", svc), ("paginator"|"waiter", svc, name), or None for anything else."""
-        if isinstance(node, ast.Name):
-            kinds = scope.lookup(node.id)
+        if isinstance(node, ast.Name) or (
+            isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+        ):
+            name = node.id if isinstance(node, ast.Name) else f"self.{node.attr}"
+            kinds = scope.lookup(name)
             if kinds and len(kinds) == 1:
                 kind = next(iter(kinds))
                 return None if kind == ("other",) else kind
             if kinds and any(k[0] != "other" for k in kinds):
-                raise Unresolved(f"{self.where(node)}: {node.id} is bound to a client and to other things")
+                raise Unresolved(f"{self.where(node)}: {name} is bound to a client and to other things")
             return None
         if isinstance(node, ast.Call) and _is_client_call(node):
             service = _const(node.args[0]) if node.args else None
@@ -728,6 +759,25 @@ def h(aws):
     }
 
 
+def test_extractor_resolves_clients_kept_as_attributes_of_self():
+    code = """
+class Templates:
+    def versions(self):
+        return self.ec2.describe_launch_template_versions(Versions=["$Latest"])
+
+    def __init__(self, ec2, aws):
+        self.ec2, self.ssm = ec2, aws.client("ssm")
+        self.seen = []
+
+    def image(self, name):
+        return self.ssm.get_parameter(Name=name)
+
+def make(aws):
+    return Templates(aws.client("ec2"), aws)
+"""
+    assert _extract_one(code) == {"ec2:DescribeLaunchTemplateVersions", "ssm:GetParameter"}
+
+
 @pytest.mark.parametrize(
     ("code", "message"),
     [
@@ -736,6 +786,7 @@ def h(aws):
         ('def f(aws):\n    aws.client("ec2").describe_imagez()\n', "no operation 'describe_imagez'"),
         ('def f(aws, n):\n    aws.client("ec2").get_waiter(n).wait()\n', "unknown ec2 get_waiter"),
         ('def f(aws):\n    aws.resource("s3")\n', "resources are not supported"),
+        ("class C:\n    def f(self):\n        self.conn.describe_images()\n", "not a known client"),
     ],
 )
 def test_extractor_refuses_what_it_cannot_resolve(code, message):
