@@ -6,9 +6,15 @@ The audit runs as the CLI runs it (its own parser, audit.run, an Aws that counts
 only the audit is timed, not building the fleet. The count checked, for one named cluster:
 
     calls = ceil(n/100) [ListContainerInstances] + ceil(n/100) [DescribeContainerInstances]
-          + ceil(n/1000) [DescribeInstances] + 1 [GetParametersByPath]
+          + ceil(n/1000) [DescribeInstances] + 1 [DescribeClusters]
+          + 1 [GetInstanceMetadataDefaults] + 1 [GetParametersByPath]
 
-that is, ceil(n/100) plus ceil(n/1000) per kind of call, not n.
+that is, ceil(n/100) plus ceil(n/1000) per kind of call, not n. The fleet has no Auto Scaling
+group, so no DescribeCapacityProviders, DescribeAutoScalingGroups or
+DescribeLaunchTemplateVersions (tests/test_audit.py counts those).
+
+moto 5.2.5 has no GetInstanceMetadataDefaults: imds_defaults_stubbed() answers it with
+botocore's Stubber, for this benchmark and for tests/test_audit.py.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from unittest import mock
 
 import boto3
+from botocore.stub import Stubber
 from golden_ami import audit, cli
 from golden_ami.aws import Aws
 
@@ -32,14 +40,15 @@ CLUSTER = "bench"
 PREFIX = "/golden-ami/ecs"
 BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
 FORMULA = (
-    "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [ssm]"
-    "  (ceil(n/100) plus ceil(n/1000), not n)"
+    "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [clusters]"
+    " + 1 [imds defaults] + 1 [ssm]  (ceil(n/100) plus ceil(n/1000), not n)"
 )
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
@@ -49,11 +58,70 @@ CLEARED_ENV = ("AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", 
 def expected_calls(n: int) -> dict[str, int]:
     pages = math.ceil(n / 100)
     return {
+        "ecs:DescribeClusters": 1,
         "ecs:ListContainerInstances": pages,
         "ecs:DescribeContainerInstances": pages,
         "ec2:DescribeInstances": math.ceil(n / 1000),
+        "ec2:GetInstanceMetadataDefaults": 1,
         "ssm:GetParametersByPath": 1,
     }
+
+
+class OneOperationStubber(Stubber):
+    """botocore's Stubber for one operation of a client; the client's other calls go on (to
+    moto). Its handlers sit on the generic events, registered last, so that Aws's call
+    counter (registered on the session) still counts the stubbed calls."""
+
+    def __init__(self, client, operation: str):
+        super().__init__(client)
+        self.operation = operation
+
+    def _only(self, handler):
+        def filtered(model, **kwargs):
+            return handler(model=model, **kwargs) if model.name == self.operation else None
+
+        return filtered
+
+    def activate(self):
+        events = self.client.meta.events
+        events.register_first(
+            "before-parameter-build",
+            self._only(self._assert_expected_params),
+            unique_id=self._expected_params_event_id,
+        )
+        events.register_last("before-call", self._only(self._get_response_handler), unique_id=self._event_id)
+
+    def deactivate(self):
+        events = self.client.meta.events
+        events.unregister("before-parameter-build", unique_id=self._expected_params_event_id)
+        events.unregister("before-call", unique_id=self._event_id)
+
+
+@contextlib.contextmanager
+def imds_defaults_stubbed(defaults: dict[str, dict] | None = None) -> Iterator[dict[str, dict]]:
+    """GetInstanceMetadataDefaults, which moto 5.2.5 lacks, answered by botocore's Stubber on
+    every EC2 client an Aws makes: {"AccountLevel": defaults[account]}, the account being
+    moto's for the session's access key; an account not in defaults has no preference. One
+    answer per client (the audit asks once per account): a second call fails the run. Fill
+    defaults before the run; the same dict is yielded."""
+    from moto.iam.models import get_account_id_from
+
+    defaults = {} if defaults is None else defaults
+    made = Aws.client
+
+    def client(self, service, region=None):
+        new = (service, region or self.region) not in self._clients
+        result = made(self, service, region)
+        if service == "ec2" and new:
+            account = get_account_id_from(self.session.get_credentials().access_key)
+            stubber = OneOperationStubber(result, "GetInstanceMetadataDefaults")
+            response = {"AccountLevel": defaults.get(account, {})}
+            stubber.add_response("get_instance_metadata_defaults", response, {})
+            stubber.activate()
+        return result
+
+    with mock.patch.object(Aws, "client", client):
+        yield defaults
 
 
 @contextlib.contextmanager
@@ -66,7 +134,7 @@ def _moto() -> Iterator[None]:
         os.environ.pop(name, None)
     os.environ.update(FAKE_ENV)
     try:
-        with mock_aws(), paging_like_aws():
+        with mock_aws(), paging_like_aws(), imds_defaults_stubbed():
             yield
     finally:
         os.environ.clear()

@@ -1,7 +1,14 @@
-"""golden-ami audit against moto: findings, exact API call counts, exit codes, JSON, accounts."""
+"""golden-ami audit against moto: findings, exact API call counts, exit codes, JSON, accounts.
+
+The findings follow the threat model's table; each of its rows has a test here for running
+instances, for launch template versions and, where it applies, for the account's IMDS
+defaults. moto 5.2.5 lacks GetInstanceMetadataDefaults: botocore's Stubber answers it
+(benchmarks.audit_scaling.imds_defaults_stubbed), everything else goes to moto.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -11,17 +18,29 @@ from golden_ami import audit, cli
 from golden_ami.aws import Aws, NotFoundError, UsageError
 from moto import mock_aws
 
+from benchmarks.audit_scaling import imds_defaults_stubbed
 from benchmarks.moto_paging import paging_like_aws
 
 REGION = "eu-west-1"
 CALLER = "123456789012"  # moto's default account
 BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
 PREFIX = "/golden-ami/ecs"
+LATEST = f"{PREFIX}/al2023/x86_64/latest"  # the parameter publish() writes first
+ON_GOLDEN = f"resolve:ssm:{LATEST}"  # a launch template's ImageId on the golden AMI
 
 
 @pytest.fixture
-def mocked(monkeypatch, tmp_path):
-    """Fake credentials and region, no local AWS configuration, every call to moto."""
+def account_defaults():
+    """The account-level IMDS defaults GetInstanceMetadataDefaults answers, by account: fill
+    it before the audit runs. An account left out has no preference."""
+    with imds_defaults_stubbed() as defaults:
+        yield defaults
+
+
+@pytest.fixture
+def mocked(monkeypatch, tmp_path, account_defaults):
+    """Fake credentials and region, no local AWS configuration, no instance metadata, every
+    call to moto (and GetInstanceMetadataDefaults to botocore's Stubber)."""
     for name in (
         "AWS_PROFILE",
         "AWS_REGION",
@@ -34,23 +53,64 @@ def mocked(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     with mock_aws():
+        yield
+    CLIENTS.clear()
+
+
+CLIENTS: dict[tuple, tuple] = {}
+
+
+def client(service: str, session=None):
+    """One client per service and session for the test's setup: making clients is what is slow."""
+    key = (service, id(session))
+    if key not in CLIENTS:
+        made = (session or boto3.session.Session(region_name=REGION)).client(service, region_name=REGION)
+        CLIENTS[key] = (session, made)  # the session is kept, so that its id is not reused
+    return CLIENTS[key][1]
+
+
+@contextlib.contextmanager
+def capacity_providers_paged_like_aws():
+    """moto 5.2.5 returns every capacity provider in one DescribeCapacityProviders page; AWS
+    returns at most maxResults (1-10, 10 without it) and takes at most 100 names."""
+    from unittest import mock
+
+    from moto.core.responses import ActionResult
+    from moto.ecs.exceptions import InvalidParameterException
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    def describe_capacity_providers(self):
+        names = self._get_param("capacityProviders") or []
+        size = int(self._get_param("maxResults") or 10)
+        if len(names) > 100 or not 1 <= size <= 10:
+            raise InvalidParameterException("at most 100 capacityProviders; maxResults 1-10")
+        providers, failures = self.ecs_backend.describe_capacity_providers(names)
+        start = int(self._get_param("nextToken") or 0)
+        result = {"capacityProviders": providers[start : start + size], "failures": failures}
+        if start + size < len(providers):
+            result["nextToken"] = str(start + size)
+        return ActionResult(result)
+
+    with mock.patch.object(
+        EC2ContainerServiceResponse, "describe_capacity_providers", describe_capacity_providers
+    ):
         yield
 
 
 @pytest.fixture
 def aws_paging():
     """Make moto page and refuse the way AWS does, so that call counts mean something."""
-    with paging_like_aws():
+    with paging_like_aws(), capacity_providers_paged_like_aws():
         yield
 
 
 def golden_ami(session=None) -> str:
     """An AMI made from the base one, published under PREFIX in the caller's account."""
-    session = session or boto3.session.Session(region_name=REGION)
-    ec2 = session.client("ec2")
+    ec2 = client("ec2", session)
     builder = ec2.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     ami = ec2.create_image(InstanceId=builder, Name="ecs-imds-golden-al2023-x86_64")["ImageId"]
     ec2.terminate_instances(InstanceIds=[builder])
@@ -59,22 +119,22 @@ def golden_ami(session=None) -> str:
 
 def publish(*amis: str, prefix: str = PREFIX) -> None:
     """SSM parameters as `publish` writes them: latest, then one per build; and a non-AMI one."""
-    ssm = boto3.client("ssm", region_name=REGION)
+    ssm = client("ssm")
     for n, ami in enumerate(amis):
         name = "latest" if n == 0 else f"20261128T2237{n:02d}Z"
         ssm.put_parameter(Name=f"{prefix}/al2023/x86_64/{name}", Value=ami, Type="String")
     ssm.put_parameter(Name=f"{prefix}/al2023/x86_64/notes", Value="not an AMI", Type="String")
 
 
-def fleet(cluster: str, specs, session=None) -> list[str]:
-    """Container instances in cluster, one per (ami, http_tokens, hop_limit, count) spec.
+def fleet(cluster: str, specs, session=None, group: str | None = None) -> list[str]:
+    """Container instances in cluster, one per (ami, http_tokens, hop_limit, count) spec,
+    attached to Auto Scaling group `group` when given (which tags them as AWS does).
 
     Each spec is one RunInstances (one reservation: moto pages DescribeInstances by 100
     reservations even when InstanceIds are given, which AWS does not), so keep specs few.
     """
-    session = session or boto3.session.Session(region_name=REGION)
-    ec2, ecs = session.client("ec2"), session.client("ecs")
-    ecs.create_cluster(clusterName=cluster)
+    ec2, ecs = client("ec2", session), client("ecs", session)
+    cluster_of(ecs, cluster)
     ids = []
     for ami, tokens, hops, count in specs:
         for start in range(0, count, 100):
@@ -82,10 +142,63 @@ def fleet(cluster: str, specs, session=None) -> list[str]:
             options = {"HttpTokens": tokens, "HttpPutResponseHopLimit": hops, "HttpEndpoint": "enabled"}
             reservation = ec2.run_instances(ImageId=ami, MinCount=n, MaxCount=n, MetadataOptions=options)
             ids += [i["InstanceId"] for i in reservation["Instances"]]
+    if group:
+        autoscaling = client("autoscaling", session)
+        for start in range(0, len(ids), 20):  # AttachInstances takes at most 20
+            autoscaling.attach_instances(AutoScalingGroupName=group, InstanceIds=ids[start : start + 20])
     for instance_id in ids:
         document = json.dumps({"instanceId": instance_id, "region": REGION})
         ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
     return ids
+
+
+def launch_template(name: str, *versions: dict, session=None) -> str:
+    """A launch template with one version per LaunchTemplateData given; version 1 is the default."""
+    ec2 = client("ec2", session)
+    template = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData=versions[0])
+    template_id = template["LaunchTemplate"]["LaunchTemplateId"]
+    for data in versions[1:]:
+        ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData=data)
+    return template_id
+
+
+def data(image: str, **options) -> dict:
+    """LaunchTemplateData: an image and MetadataOptions (HttpTokens=..., HttpPutResponseHopLimit=...)."""
+    return {"ImageId": image, **({"MetadataOptions": options} if options else {})}
+
+
+def auto_scaling_group(name: str, template_id: str, version: str | None = "$Latest", session=None) -> str:
+    """An empty Auto Scaling group launching the template's version; its ARN."""
+    autoscaling = client("autoscaling", session)
+    spec = {"LaunchTemplateId": template_id, **({"Version": version} if version else {})}
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate=spec,
+        MinSize=0,
+        MaxSize=2000,
+        DesiredCapacity=0,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+        "AutoScalingGroupARN"
+    ]
+
+
+def capacity_providers(cluster: str, groups: dict[str, str], session=None) -> None:
+    """A capacity provider per {name: group ARN}, all of them (and FARGATE) on the cluster."""
+    ecs = client("ecs", session)
+    for name, arn in groups.items():
+        ecs.create_capacity_provider(name=name, autoScalingGroupProvider={"autoScalingGroupArn": arn})
+    cluster_of(ecs, cluster)
+    ecs.put_cluster_capacity_providers(
+        cluster=cluster, capacityProviders=[*groups, "FARGATE"], defaultCapacityProviderStrategy=[]
+    )
+
+
+def cluster_of(ecs, cluster: str) -> None:
+    """The cluster, made if it is not there yet (moto's CreateCluster replaces an existing one)."""
+    if not ecs.describe_clusters(clusters=[cluster])["clusters"]:
+        ecs.create_cluster(clusterName=cluster)
 
 
 def run(*argv: str) -> tuple:
@@ -99,6 +212,18 @@ def by_instance(result) -> dict[str, dict]:
     return {i["ec2_instance_id"]: i for i in result.data["instances"]}
 
 
+def by_template(result) -> dict[tuple, dict]:
+    return {(t["launch_template_name"], t["version"]): t for t in result.data["launch_templates"]}
+
+
+def keys(record: dict) -> list[str]:
+    return [f["key"] for f in record["findings"]]
+
+
+def notes(record: dict) -> list[str]:
+    return [n["key"] for n in record["notes"]]
+
+
 def assumed(account: str) -> boto3.session.Session:
     credentials = boto3.client("sts", region_name=REGION).assume_role(
         RoleArn=f"arn:aws:iam::{account}:role/audit", RoleSessionName="test-setup"
@@ -109,6 +234,77 @@ def assumed(account: str) -> boto3.session.Session:
         aws_session_token=credentials["SessionToken"],
         region_name=REGION,
     )
+
+
+# --- the threat model's table, for running instances ----------------------------------------
+
+GOLDEN = "golden"  # stands for the published golden AMI in the cases below
+
+INSTANCE_CASES = {
+    # case: (AMI, HttpTokens, hop limit, finding keys, note keys)
+    "imdsv1-allowed-is-a-finding": (GOLDEN, "optional", 2, ["imdsv1_allowed"], []),
+    "hop-limit-above-2-is-a-finding": (GOLDEN, "required", 3, ["hop_limit_over_2"], []),
+    "hop-limit-2-without-the-golden-ami-is-a-finding": (
+        BASE_AMI,
+        "required",
+        2,
+        ["not_published", "hop_limit_2_without_block"],
+        [],
+    ),
+    "hop-limit-2-on-the-golden-ami-is-fine": (GOLDEN, "required", 2, [], []),
+    "hop-limit-1-is-fine-with-a-note": (GOLDEN, "required", 1, [], ["hop_limit_1"]),
+}
+
+
+@pytest.mark.parametrize("case", INSTANCE_CASES)
+def test_instance_findings_follow_the_threat_model(mocked, case):
+    image, tokens, hops, expected, expected_notes = INSTANCE_CASES[case]
+    golden = golden_ami()
+    publish(golden)
+    (instance_id,) = fleet("prod", [(golden if image == GOLDEN else image, tokens, hops, 1)])
+
+    result, _ = run("--cluster", "prod")
+
+    (instance,) = result.data["instances"]
+    assert instance["ec2_instance_id"] == instance_id
+    assert keys(instance) == expected
+    assert notes(instance) == expected_notes
+    for finding in instance["findings"]:
+        if finding["key"] == "not_published":
+            assert finding["setting"] == "ImageId"
+            assert finding["value"] == f"resolve:ssm:{PREFIX}/<os>/<arch>/latest"
+            assert "golden-ami user-data" in finding["remediation"]
+            continue
+        # the exact setting and value, for the launch template and for the running instance
+        option = {"imdsv1_allowed": "HttpTokens"}.get(finding["key"], "HttpPutResponseHopLimit")
+        flag = {"HttpTokens": "--http-tokens"}.get(option, "--http-put-response-hop-limit")
+        assert finding["setting"] == f"MetadataOptions.{option}"
+        assert f"MetadataOptions.{option}={finding['value']} in " in finding["remediation"]
+        assert (
+            f"aws ec2 modify-instance-metadata-options --instance-id {instance_id} {flag} {finding['value']}"
+            in finding["remediation"]
+        )
+    summary = result.data["summary"]
+    assert summary["with_findings"] == (1 if expected else 0)
+    assert summary["hop_limit_1"] == (1 if "hop_limit_1" in expected_notes else 0)
+    for key in audit.FINDING_KEYS:
+        assert summary["findings_by_key"][key] == expected.count(key)
+    line = next(line for line in result.lines if instance_id in line)
+    assert line.endswith("-" if not expected else instance["findings"][-1]["message"])
+
+
+def test_the_values_the_remediations_ask_for(mocked):
+    golden = golden_ami()
+    publish(golden)
+    on_golden, off_golden = fleet("prod", [(golden, "required", 5, 1), (BASE_AMI, "required", 5, 1)])
+    found = by_instance(run("--cluster", "prod")[0])
+    # above 2: back to 2 where the host block stands behind it, to 1 where it does not
+    assert [(f["key"], f["value"]) for f in found[on_golden]["findings"]] == [("hop_limit_over_2", 2)]
+    assert [(f["key"], f["value"]) for f in found[off_golden]["findings"]] == [
+        ("not_published", f"resolve:ssm:{PREFIX}/<os>/<arch>/latest"),
+        ("hop_limit_over_2", 1),
+    ]
+    assert found[on_golden]["findings"][0]["message"] == "hop limit 5 > 2"
 
 
 def test_findings_per_instance(mocked):
@@ -130,33 +326,41 @@ def test_findings_per_instance(mocked):
     assert found[clean]["published"] is True
     assert found[clean]["imdsv2_required"] is True
     assert found[clean]["hop_limit"] == 1
-    assert found[v1]["findings"] == ["IMDSv1 allowed (HttpTokens optional)"]
+    assert [f["message"] for f in found[v1]["findings"]] == ["IMDSv1 allowed (HttpTokens optional)"]
     assert found[v1]["imdsv2_required"] is False
-    assert found[hop]["findings"] == ["not on a published golden AMI", "hop limit 2 > 1"]
+    assert keys(found[hop]) == ["not_published", "hop_limit_2_without_block"]
     assert found[hop]["published"] is False
     assert found[hop]["image_id"] == BASE_AMI
-    assert found[worst]["findings"] == [
+    assert [f["message"] for f in found[worst]["findings"]] == [
         "not on a published golden AMI",
         "IMDSv1 allowed (HttpTokens optional)",
-        "hop limit 3 > 1",
+        "hop limit 3 > 2",
     ]
     for instance in found.values():
         assert instance["cluster"] == "prod"
         assert instance["account"] == CALLER
         assert instance["container_instance_arn"].endswith("/" + instance["container_instance"])
+        assert instance["auto_scaling_group"] is None
     summary = result.data["summary"]
     assert summary["instances"] == 4
     assert summary["published"] == 2
     assert summary["not_published"] == 2
     assert summary["imdsv1_allowed"] == 2
-    assert summary["hop_limit_over_1"] == 2
+    assert summary["hop_limit_over_2"] == 1
+    assert summary["hop_limit_2_without_block"] == 1
+    assert summary["hop_limit_1"] == 2
     assert summary["with_findings"] == 3
     assert summary["published_amis"] == 1  # the notes parameter is not an AMI
     assert result.code == 0  # findings, but no --fail-on-findings
     header = "CLUSTER  CONTAINER INSTANCE  EC2 INSTANCE  AMI  PUBLISHED  IMDSV2  HOP LIMIT  FINDINGS"
     assert result.lines[0].split() == header.split()
-    assert any(worst in line and "hop limit 3 > 1" in line for line in result.lines)
+    assert any(worst in line and "hop limit 3 > 2" in line for line in result.lines)
     assert "instances with findings: 3 (6 findings)" in result.lines
+    assert "IMDSv1 allowed: 2; hop limit > 2: 1; hop limit 2 without the host block: 1" in result.lines
+    assert any(
+        line.startswith("hop limit 1: 2 (fine, but allowlisted bridge daemons need 2")
+        for line in result.lines
+    )
 
 
 def test_published_means_under_the_prefix(mocked):
@@ -166,25 +370,281 @@ def test_published_means_under_the_prefix(mocked):
     ours, theirs = fleet("prod", [(golden, "required", 1, 1), (other, "required", 1, 1)])
     found = by_instance(run("--cluster", "prod", "--prefix", PREFIX + "/")[0])
     assert found[ours]["published"] is True
-    assert found[theirs]["findings"] == ["not on a published golden AMI"]
+    assert keys(found[theirs]) == ["not_published"]
+
+
+# --- launch templates -------------------------------------------------------------------------
+
+TEMPLATE_CASES = {
+    # case: (LaunchTemplateData on ImageId ON_GOLDEN or BASE_AMI, finding keys, note keys)
+    "imdsv1-allowed-is-a-finding": (data(ON_GOLDEN, HttpTokens="optional"), ["imdsv1_allowed"], []),
+    "hop-limit-above-2-is-a-finding": (
+        data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=3),
+        ["hop_limit_over_2"],
+        [],
+    ),
+    "hop-limit-2-without-the-golden-ami-is-a-finding": (
+        data(BASE_AMI, HttpTokens="required", HttpPutResponseHopLimit=2),
+        ["not_published", "hop_limit_2_without_block"],
+        [],
+    ),
+    "hop-limit-2-on-the-golden-ami-is-fine": (
+        data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=2),
+        [],
+        [],
+    ),
+    "hop-limit-1-is-fine-with-a-note": (
+        data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=1),
+        [],
+        ["hop_limit_1"],
+    ),
+    "nothing-set-on-the-golden-ami-is-fine": (data(ON_GOLDEN), [], []),
+    "nothing-set-without-the-golden-ami-is-a-finding": (
+        data(BASE_AMI),
+        ["not_published", "http_tokens_unset", "hop_limit_unset_without_block"],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TEMPLATE_CASES)
+def test_launch_template_findings_follow_the_threat_model(mocked, case):
+    template_data, expected, expected_notes = TEMPLATE_CASES[case]
+    publish(golden_ami())
+    template_id = launch_template("web", data(BASE_AMI), template_data)  # version 2 is $Latest
+    fleet("prod", [])
+    capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id, "$Latest")})
+
+    result, _ = run("--cluster", "prod")
+
+    (template,) = result.data["launch_templates"]
+    assert template["launch_template_id"] == template_id
+    assert template["launch_template_name"] == "web"
+    assert template["version"] == 2
+    assert template["referenced_as"] == ["$Latest"]
+    assert template["auto_scaling_groups"] == ["web-asg"]
+    assert template["capacity_providers"] == ["web-cp"]
+    assert template["clusters"] == ["prod"]
+    assert keys(template) == expected
+    assert notes(template) == expected_notes
+    for finding in template["findings"]:
+        # names the template, the version to start from, the group, and the exact setting
+        assert f"launch template web ({template_id}) made from version 2" in finding["remediation"]
+        assert "Auto Scaling group web-asg launch $Latest" in finding["remediation"]
+        assert f"{finding['setting']}={finding['value']} in " in finding["remediation"]
+    assert result.data["summary"]["launch_templates_with_findings"] == (1 if expected else 0)
+
+
+def test_launch_template_settings_come_from_the_template_the_account_or_the_golden_ami(
+    mocked, account_defaults
+):
+    account_defaults[CALLER] = {"HttpPutResponseHopLimit": 1}
+    publish(golden_ami())
+    template_id = launch_template("web", data(ON_GOLDEN, HttpTokens="required"))
+    capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id)})
+
+    (template,) = run("--cluster", "prod")[0].data["launch_templates"]
+
+    assert (template["http_tokens"], template["hop_limit"]) == ("required", None)
+    assert (template["effective_http_tokens"], template["effective_hop_limit"]) == ("required", 1)
+    assert template["effective_from"] == {"http_tokens": "launch template", "hop_limit": "account default"}
+    assert notes(template) == ["hop_limit_1"]
+
+
+def test_launch_template_versions_as_the_groups_name_them(mocked):
+    """$Latest is the highest version, $Default the default one, a number itself; one call
+    describes them all, and each remediation says how its groups take the new version."""
+    publish(golden_ami())
+    template_id = launch_template(
+        "web",
+        data(ON_GOLDEN, HttpTokens="optional"),  # 1: the default
+        data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=4),  # 2
+        data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=2),  # 3: $Latest
+    )
+    groups = {
+        "latest-cp": auto_scaling_group("on-latest", template_id, "$Latest"),
+        "default-cp": auto_scaling_group("on-default", template_id, None),  # no version: $Default
+        "pinned-cp": auto_scaling_group("on-2", template_id, "2"),
+        "also-3-cp": auto_scaling_group("on-3", template_id, "3"),
+    }
+    capacity_providers("prod", groups)
+
+    result, aws = run("--cluster", "prod")
+
+    found = by_template(result)
+    assert sorted(found) == [("web", 1), ("web", 2), ("web", 3)]
+    assert found["web", 1]["referenced_as"] == ["$Default"]
+    assert found["web", 1]["auto_scaling_groups"] == ["on-default"]
+    assert keys(found["web", 1]) == ["imdsv1_allowed"]
+    assert (
+        "then make it the default version (Auto Scaling group on-default launch $Default)"
+        in (found["web", 1]["findings"][0]["remediation"])
+    )
+    assert found["web", 2]["referenced_as"] == ["2"]
+    assert keys(found["web", 2]) == ["hop_limit_over_2"]
+    assert (
+        "then point Auto Scaling group on-2 at it (now on version 2)"
+        in (found["web", 2]["findings"][0]["remediation"])
+    )
+    assert found["web", 3]["referenced_as"] == ["$Latest", "3"]
+    assert found["web", 3]["auto_scaling_groups"] == ["on-3", "on-latest"]
+    assert found["web", 3]["findings"] == []
+    assert aws.calls["ec2:DescribeLaunchTemplateVersions"] == 1
+    assert aws.calls["autoscaling:DescribeAutoScalingGroups"] == 1
+
+
+def test_instances_name_the_launch_template_version_to_change(mocked):
+    golden = golden_ami()
+    publish(golden)
+    template_id = launch_template("web", data(ON_GOLDEN, HttpTokens="optional"))
+    auto_scaling_group("web-asg", template_id, "$Latest")
+    (instance_id,) = fleet("prod", [(golden, "optional", 2, 1)], group="web-asg")
+
+    result, _ = run("--cluster", "prod")
+
+    (instance,) = result.data["instances"]
+    assert instance["auto_scaling_group"] == "web-asg"
+    assert instance["launch_template"] == {"id": template_id, "name": "web", "version": 1}
+    (finding,) = instance["findings"]
+    assert finding["remediation"] == (
+        f"set MetadataOptions.HttpTokens=required in a new version of launch template web ({template_id}) "
+        "made from version 1; then Auto Scaling group web-asg launch $Latest and take it at once. "
+        f"On the running instance now: aws ec2 modify-instance-metadata-options --instance-id {instance_id} "
+        "--http-tokens required"
+    )
+    (template,) = result.data["launch_templates"]
+    assert template["clusters"] == ["prod"]  # found through the instance's group: no capacity provider
+    assert template["capacity_providers"] == []
+
+
+def test_groups_on_launch_configurations_and_missing_templates_are_reported(mocked, caplog):
+    publish(golden_ami())
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName="old-lc", ImageId=BASE_AMI, InstanceType="t3.micro"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="old",
+        LaunchConfigurationName="old-lc",
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=0,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    template_id = launch_template("gone", data(ON_GOLDEN))
+    groups = {
+        "old-cp": autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["old"])[
+            "AutoScalingGroups"
+        ][0]["AutoScalingGroupARN"],
+        "gone-cp": auto_scaling_group("orphan", template_id),
+    }
+    capacity_providers("prod", groups)
+    boto3.client("ec2", region_name=REGION).delete_launch_template(LaunchTemplateId=template_id)
+
+    result, _ = run("--cluster", "prod")
+
+    assert result.data["launch_configurations"] == [
+        {
+            "account": CALLER,
+            "auto_scaling_group": "old",
+            "launch_configuration": "old-lc",
+            "clusters": ["prod"],
+        }
+    ]
+    (template,) = result.data["launch_templates"]
+    assert template["launch_template_id"] == template_id
+    assert template["version"] is None
+    assert template["error"].startswith("InvalidLaunchTemplateId.NotFound")
+    assert template["findings"] == []
+    assert any("launches from launch configuration old-lc: its metadata options are not audited" in line
+               for line in result.lines)  # fmt: skip
+    assert f"launch template gone ({template_id}): InvalidLaunchTemplateId.NotFound" in caplog.text
+
+
+# --- the account's IMDS defaults ----------------------------------------------------------------
+
+DEFAULTS_CASES = {
+    # case: (AccountLevel, finding keys, note keys)
+    "no-preference-is-fine": ({}, [], []),
+    "imdsv1-allowed-is-a-finding": ({"HttpTokens": "optional"}, ["imdsv1_allowed"], []),
+    "hop-limit-above-2-is-a-finding": ({"HttpPutResponseHopLimit": 3}, ["hop_limit_over_2"], []),
+    "hop-limit-2-is-fine": ({"HttpTokens": "required", "HttpPutResponseHopLimit": 2}, [], []),
+    "hop-limit-1-is-fine-with-a-note": ({"HttpPutResponseHopLimit": 1}, [], ["hop_limit_1"]),
+}
+
+
+@pytest.mark.parametrize("case", DEFAULTS_CASES)
+def test_account_defaults_follow_the_threat_model(mocked, account_defaults, case):
+    level, expected, expected_notes = DEFAULTS_CASES[case]
+    account_defaults[CALLER] = {**level, "HttpEndpoint": "enabled", "ManagedBy": "account"}
+    publish(golden_ami())
+    fleet("prod", [])
+
+    result, aws = run("--cluster", "prod", "--fail-on-findings")
+
+    (defaults,) = result.data["account_defaults"]
+    assert defaults["account"] == CALLER
+    assert defaults["region"] == REGION
+    assert defaults["http_tokens"] == level.get("HttpTokens")
+    assert defaults["hop_limit"] == level.get("HttpPutResponseHopLimit")
+    assert defaults["managed_by"] == "account"
+    assert keys(defaults) == expected
+    assert notes(defaults) == expected_notes
+    for finding in defaults["findings"]:
+        flag = "--http-tokens" if finding["key"] == "imdsv1_allowed" else "--http-put-response-hop-limit"
+        assert finding["setting"].startswith("account default ")
+        assert finding["remediation"] == (
+            f"aws ec2 modify-instance-metadata-defaults --region {REGION} {flag} {finding['value']}"
+        )
+    assert result.data["summary"]["account_defaults_with_findings"] == (1 if expected else 0)
+    assert result.code == (1 if expected else 0)  # no instance at all: the defaults alone decide
+    assert aws.calls["ec2:GetInstanceMetadataDefaults"] == 1
+    assert any(line.startswith(f"IMDS defaults ({REGION}): HttpTokens ") for line in result.lines)
+
+
+def test_account_default_optional_reaches_the_templates_that_set_nothing(mocked, account_defaults):
+    account_defaults[CALLER] = {"HttpTokens": "optional"}
+    publish(golden_ami())
+    template_id = launch_template("web", data(ON_GOLDEN))
+    capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id)})
+
+    result, _ = run("--cluster", "prod")
+
+    (template,) = result.data["launch_templates"]
+    assert template["effective_http_tokens"] == "optional"
+    assert template["effective_from"]["http_tokens"] == "account default"
+    assert keys(template) == ["imdsv1_allowed"]
+    assert keys(result.data["account_defaults"][0]) == ["imdsv1_allowed"]
+    assert result.data["summary"]["findings_by_key"]["imdsv1_allowed"] == 2
+
+
+# --- API calls: the batching minimum --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("count", [100, 250, 1000])
 def test_minimal_calls_for_a_named_cluster(mocked, aws_paging, count):
     golden = golden_ami()
     publish(golden)
-    ids = fleet("big", [(golden, "required", 1, count)])
+    template_id = launch_template("big", data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=2))
+    capacity_providers("big", {"big-cp": auto_scaling_group("big-asg", template_id)})
+    ids = fleet("big", [(golden, "required", 1, count)], group="big-asg")
     result, aws = run("--cluster", "big")
 
     assert result.data["summary"]["instances"] == count
     assert result.data["summary"]["with_findings"] == 0
+    assert result.data["summary"]["launch_templates"] == 1
     assert sorted(by_instance(result)) == sorted(ids)
     pages = math.ceil(count / 100)
     assert dict(aws.calls) == {
         "ssm:GetParametersByPath": 1,
+        "ecs:DescribeClusters": 1,
         "ecs:ListContainerInstances": pages,
         "ecs:DescribeContainerInstances": pages,
         "ec2:DescribeInstances": math.ceil(count / 1000),
+        "ecs:DescribeCapacityProviders": 1,
+        "autoscaling:DescribeAutoScalingGroups": 1,
+        "ec2:DescribeLaunchTemplateVersions": 1,
+        "ec2:GetInstanceMetadataDefaults": 1,
     }
 
 
@@ -202,34 +662,87 @@ def test_minimal_calls_for_every_cluster_batches_ec2_across_clusters(mocked, aws
     assert dict(aws.calls) == {
         "ssm:GetParametersByPath": 2,
         "ecs:ListClusters": 1,
+        "ecs:DescribeClusters": 1,
         "ecs:ListContainerInstances": 2 + 1,
         "ecs:DescribeContainerInstances": 2 + 1,
         "ec2:DescribeInstances": 1,  # both clusters in one call
+        "ec2:GetInstanceMetadataDefaults": 1,
     }
+
+
+def test_minimal_calls_for_capacity_providers_groups_and_launch_templates(mocked, aws_paging):
+    """6 clusters of 20 capacity providers (ECS's quota per cluster), each with its group:
+    DescribeCapacityProviders by 10 (100 names a call), DescribeAutoScalingGroups by 100, and
+    one DescribeLaunchTemplateVersions per launch template, whatever versions its groups use."""
+    publish(golden_ami())
+    templates = [
+        launch_template(f"t{n}", data(ON_GOLDEN), data(ON_GOLDEN, HttpPutResponseHopLimit=2))
+        for n in range(3)
+    ]
+    versions = ["$Latest", "$Default", "1", "2"]
+    for c in range(6):
+        groups = {
+            f"cp-{c}-{g}": auto_scaling_group(f"asg-{c}-{g}", templates[g % 3], versions[g % 4])
+            for g in range(20)
+        }
+        capacity_providers(f"cluster-{c}", groups)
+
+    result, aws = run()
+
+    assert result.data["summary"]["clusters"] == 6
+    assert result.data["summary"]["launch_templates"] == 3 * 2  # versions 1 and 2 of each
+    assert sum(len(t["auto_scaling_groups"]) for t in result.data["launch_templates"]) == 120
+    assert dict(aws.calls) == {
+        "ssm:GetParametersByPath": 1,
+        "ecs:ListClusters": 1,
+        "ecs:DescribeClusters": 1,
+        "ecs:ListContainerInstances": 6,
+        "ecs:DescribeCapacityProviders": 10 + 2,  # 120 providers: 100 and 20 names, 10 a page
+        "autoscaling:DescribeAutoScalingGroups": 2,  # 120 groups, 100 a call
+        "ec2:DescribeLaunchTemplateVersions": 3,
+        "ec2:GetInstanceMetadataDefaults": 1,
+    }
+
+
+# --- exit codes and JSON --------------------------------------------------------------------------
 
 
 def test_fail_on_findings_exit_code(mocked, capsys):
     golden = golden_ami()
     publish(golden)
-    fleet("clean", [(golden, "required", 1, 2)])
-    fleet("dirty", [(golden, "required", 1, 1), (golden, "required", 2, 1)])
+    fleet("clean", [(golden, "required", 1, 1), (golden, "required", 2, 1)])
+    fleet("dirty", [(golden, "required", 1, 1), (golden, "required", 3, 1)])
 
     assert cli.main(["audit", "--cluster", "clean", "--fail-on-findings"]) == 0
     assert cli.main(["audit", "--cluster", "dirty"]) == 0
     assert cli.main(["audit", "--cluster", "dirty", "--fail-on-findings"]) == 1
     assert cli.main(["audit", "--fail-on-findings"]) == 1
-    assert "hop limit 2 > 1" in capsys.readouterr().out
+    assert "hop limit 3 > 2" in capsys.readouterr().out
+
+
+FINDING = {"key", "message", "setting", "value", "remediation"}
 
 
 def test_json_shape(mocked, capsys):
     golden = golden_ami()
     publish(golden)
-    (instance_id,) = fleet("prod", [(BASE_AMI, "optional", 2, 1)])
+    template_id = launch_template("web", data(BASE_AMI, HttpTokens="optional", HttpPutResponseHopLimit=2))
+    auto_scaling_group("web-asg", template_id)
+    (instance_id,) = fleet("prod", [(BASE_AMI, "optional", 2, 1)], group="web-asg")
 
     assert cli.main(["audit", "--json", "--cluster", "prod"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"instances", "summary", "skipped", "errors"}
-    (instance,) = data["instances"]
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {
+        "instances",
+        "launch_templates",
+        "launch_configurations",
+        "account_defaults",
+        "summary",
+        "skipped",
+        "errors",
+    }
+    (instance,) = out["instances"]
+    findings = instance.pop("findings")
     assert instance == {
         "account": CALLER,
         "cluster": "prod",
@@ -242,18 +755,84 @@ def test_json_shape(mocked, capsys):
         "hop_limit": 2,
         "imds_endpoint": "enabled",
         "state": "running",
-        "findings": [
-            "not on a published golden AMI",
-            "IMDSv1 allowed (HttpTokens optional)",
-            "hop limit 2 > 1",
-        ],
+        "auto_scaling_group": "web-asg",
+        "launch_template": {"id": template_id, "name": "web", "version": 1},
+        "notes": [],
     }
+    assert [f["key"] for f in findings] == ["not_published", "imdsv1_allowed", "hop_limit_2_without_block"]
+    assert [f["message"] for f in findings] == [
+        "not on a published golden AMI",
+        "IMDSv1 allowed (HttpTokens optional)",
+        "hop limit 2 without the host block (not on a published golden AMI)",
+    ]
+    assert [(f["setting"], f["value"]) for f in findings] == [
+        ("ImageId", f"resolve:ssm:{PREFIX}/<os>/<arch>/latest"),
+        ("MetadataOptions.HttpTokens", "required"),
+        ("MetadataOptions.HttpPutResponseHopLimit", 1),
+    ]
+    assert all(set(f) == FINDING for f in findings)
     assert instance["container_instance_arn"].startswith(f"arn:aws:ecs:{REGION}:{CALLER}:container-instance/")
-    assert data["summary"]["instances"] == 1
-    assert data["summary"]["with_findings"] == 1
-    assert data["summary"]["findings"] == 3
-    assert data["summary"]["region"] == REGION
-    assert data["skipped"] == [] and data["errors"] == []
+
+    (template,) = out["launch_templates"]
+    assert set(template) == {
+        "account",
+        "launch_template_id",
+        "launch_template_name",
+        "version",
+        "referenced_as",
+        "auto_scaling_groups",
+        "capacity_providers",
+        "clusters",
+        "image_id",
+        "published",
+        "http_tokens",
+        "hop_limit",
+        "http_endpoint",
+        "effective_http_tokens",
+        "effective_hop_limit",
+        "effective_from",
+        "error",
+        "findings",
+        "notes",
+    }
+    assert [f["key"] for f in template["findings"]] == [
+        "not_published",
+        "imdsv1_allowed",
+        "hop_limit_2_without_block",
+    ]
+    assert all(set(f) == FINDING for f in template["findings"])
+    (defaults,) = out["account_defaults"]
+    assert set(defaults) == {
+        "account",
+        "region",
+        "http_tokens",
+        "hop_limit",
+        "http_endpoint",
+        "instance_metadata_tags",
+        "http_tokens_enforced",
+        "managed_by",
+        "findings",
+        "notes",
+    }
+    summary = out["summary"]
+    assert summary["instances"] == 1
+    assert summary["with_findings"] == 1
+    assert summary["findings"] == 3
+    assert summary["launch_templates"] == 1
+    assert summary["launch_template_findings"] == 3
+    assert summary["findings_by_key"] == {
+        "not_published": 2,
+        "imdsv1_allowed": 2,
+        "http_tokens_unset": 0,
+        "hop_limit_over_2": 0,
+        "hop_limit_2_without_block": 2,
+        "hop_limit_unset_without_block": 0,
+    }
+    assert summary["region"] == REGION
+    assert out["skipped"] == [] and out["errors"] == []
+
+
+# --- clusters ---------------------------------------------------------------------------------------
 
 
 def test_missing_cluster_from_describe_clusters_failures(mocked, capsys):
@@ -280,6 +859,7 @@ def test_an_empty_cluster_is_not_missing(mocked):
     assert result.data["instances"] == []
     assert result.lines[0] == "no container instances found"
     assert aws.calls["ecs:DescribeClusters"] == 1
+    assert result.data["account_defaults"][0]["account"] == CALLER  # from the cluster's ARN
 
 
 def test_container_instance_gone_before_describe_is_skipped(mocked, aws_paging, monkeypatch, caplog):
@@ -302,16 +882,42 @@ def test_container_instance_gone_before_describe_is_skipped(mocked, aws_paging, 
     assert "skipped" in caplog.text
 
 
-def write_accounts(tmp_path, text: str):
+def test_container_instance_whose_ec2_instance_is_gone_is_skipped(mocked):
+    """One unknown instance ID fails the whole DescribeInstances: the audit retries without it."""
+    from moto.ec2.models import ec2_backends
+
+    publish(golden_ami())
+    kept, lost = fleet("prod", [(BASE_AMI, "required", 1, 1), (BASE_AMI, "required", 1, 1)])
+    backend = ec2_backends[CALLER][REGION]
+    for reservation_id, reservation in list(backend.reservations.items()):
+        if any(instance.id == lost for instance in reservation.instances):
+            del backend.reservations[reservation_id]  # gone for good, not just terminated
+
+    result, aws = run("--cluster", "prod")
+
+    assert list(by_instance(result)) == [kept]
+    (skipped,) = result.data["skipped"]
+    assert skipped["reason"] == f"EC2 instance {lost} not found"
+    assert aws.calls["ec2:DescribeInstances"] == 2
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+
+def write_accounts(tmp_path, text: str | bytes):
     path = tmp_path / "accounts.txt"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     return str(path)
 
 
-def test_multi_account(mocked, tmp_path):
+def test_multi_account(mocked, tmp_path, account_defaults):
     golden = golden_ami()
     publish(golden)  # in the caller's account only
     prod, dev = "111111111111", "222222222222"
+    account_defaults[dev] = {"HttpTokens": "optional", "HttpPutResponseHopLimit": 2}
     (prod_id,) = fleet("web", [(golden, "required", 1, 1)], session=assumed(prod))
     (dev_id,) = fleet("web", [(BASE_AMI, "optional", 2, 1)], session=assumed(dev))
     fleet("web", [(BASE_AMI, "optional", 2, 1)])  # the caller's own: not listed, not audited
@@ -324,18 +930,24 @@ def test_multi_account(mocked, tmp_path):
     assert found[prod_id]["account"] == prod
     assert found[prod_id]["findings"] == []
     assert found[dev_id]["account"] == dev
-    assert found[dev_id]["findings"] == [
-        "not on a published golden AMI",
-        "IMDSv1 allowed (HttpTokens optional)",
-        "hop limit 2 > 1",
-    ]
+    assert keys(found[dev_id]) == ["not_published", "imdsv1_allowed", "hop_limit_2_without_block"]
+    defaults = {d["account"]: d for d in result.data["account_defaults"]}
+    assert set(defaults) == {prod, dev}
+    assert keys(defaults[prod]) == [] and defaults[prod]["http_tokens"] is None
+    assert keys(defaults[dev]) == ["imdsv1_allowed"]
     assert result.data["summary"]["accounts"] == 2
     assert result.data["summary"]["clusters"] == 2
+    assert result.data["summary"]["account_defaults_with_findings"] == 1
     assert result.code == 1
     assert result.lines[0].split()[0] == "ACCOUNT"
     assert any(line.startswith(dev) and dev_id in line for line in result.lines)
+    assert (
+        f"account {dev} IMDS defaults ({REGION}): HttpTokens optional, hop limit 2, endpoint no preference; "
+        "IMDSv1 allowed (HttpTokens optional)"
+    ) in result.lines
     assert aws.calls["sts:AssumeRole"] == 2
     assert aws.calls["ec2:DescribeInstances"] == 2  # one per account
+    assert aws.calls["ec2:GetInstanceMetadataDefaults"] == 2  # one per account
     assert aws.calls["ssm:GetParametersByPath"] == 1  # once, in the caller's account
 
 
@@ -355,10 +967,101 @@ def test_multi_account_one_failing_account(mocked, tmp_path):
     assert f"account {dev} not audited: " in result.text
 
 
-def test_accounts_file_bad_line(mocked, tmp_path):
-    accounts = write_accounts(tmp_path, "111111111111\n# fine\n22222222222x  # typo\n")
-    with pytest.raises(UsageError, match=r"accounts.txt:3: '22222222222x  # typo' is not a 12-digit"):
-        run("--accounts", accounts, "--role-name", "audit")
+def test_multi_account_resolve_ssm_resolves_in_the_member_account(mocked, tmp_path):
+    """A member's launch template naming the caller's parameter by name resolves it in the
+    member's own account: not the golden AMI. By the parameter's ARN it is."""
+    publish(golden_ami())
+    member = "111111111111"
+    session = assumed(member)
+    by_name = launch_template("by-name", data(ON_GOLDEN), session=session)
+    by_arn = launch_template(
+        "by-arn", data(f"resolve:ssm:arn:aws:ssm:{REGION}:{CALLER}:parameter{LATEST}"), session=session
+    )
+    providers = {
+        "name-cp": auto_scaling_group("name-asg", by_name, session=session),
+        "arn-cp": auto_scaling_group("arn-asg", by_arn, session=session),
+    }
+    capacity_providers("web", providers, session=session)
+
+    result, _ = run("--accounts", write_accounts(tmp_path, member), "--role-name", "audit")
+
+    found = by_template(result)
+    assert found["by-name", 1]["published"] is False
+    assert found["by-arn", 1]["published"] is True
+    assert {t["account"] for t in result.data["launch_templates"]} == {member}
+
+
+ACCOUNTS_FILES = {
+    # case: (file content, exact message after "golden-ami: "; {path} is the file)
+    "arabic-indic-digits": (
+        "\u0661" * 12 + "\n",
+        "{path}:1: '" + "\u0661" * 12 + "' is not a 12-digit AWS account ID",
+    ),
+    "fullwidth-digits": (
+        "\uff11" * 12 + "\n",
+        "{path}:1: '" + "\uff11" * 12 + "' is not a 12-digit AWS account ID",
+    ),
+    "thirteen-digits": ("1234567890123\n", "{path}:1: '1234567890123' is not a 12-digit AWS account ID"),
+    "a-typo": (
+        "111111111111\n# fine\n22222222222x  # typo\n",
+        "{path}:3: '22222222222x  # typo' is not a 12-digit AWS account ID",
+    ),
+    "an-absurd-line": (
+        "9" * 100_000 + "\n",
+        "{path}:1: '" + "9" * 40 + "'... (100000 characters) is not a 12-digit AWS account ID",
+    ),
+    "control-characters": (
+        "1111\x1b[2J11111111\n",
+        "{path}:1: '1111\\x1b[2J11111111' is not a 12-digit AWS account ID",
+    ),
+    "not-utf-8": (b"\xff\xfe1\x002\x00", "accounts file {path} is not UTF-8 text (byte 0)"),
+    "binary": (bytes(range(256)), "accounts file {path} is not UTF-8 text (byte 128)"),
+    "too-large": ("111111111111\n" * 90_000, "accounts file {path} is larger than 1024 KiB"),
+    "empty": ("# nobody\n\n", "{path} lists no account IDs"),
+}
+
+
+@pytest.mark.parametrize("case", ACCOUNTS_FILES)
+def test_bad_accounts_files_give_one_line_and_exit_2(mocked, tmp_path, capsys, case):
+    content, message = ACCOUNTS_FILES[case]
+    path = write_accounts(tmp_path, content)
+
+    code = cli.main(["audit", "--accounts", path, "--role-name", "audit"])
+
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"golden-ami: {message.format(path=path)}\n"
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--accounts", "{tmp}"], "cannot read accounts file {tmp}: Is a directory"),
+        (
+            ["--accounts", "{tmp}/missing.txt"],
+            "cannot read accounts file {tmp}/missing.txt: No such file or directory",
+        ),
+        (["--role-name", "r\u00f4le"], "--role-name 'r\u00f4le' is not an IAM role name"),
+        (
+            ["--role-name", "x" * 600],
+            "--role-name '" + "x" * 40 + "'... (600 characters) is not an IAM role name",
+        ),
+        (["--prefix", "golden-ami"], "--prefix 'golden-ami' must be an SSM path starting with /"),
+    ],
+    ids=["a-directory", "a-missing-file", "a-unicode-role-name", "an-absurd-role-name", "a-relative-prefix"],
+)
+def test_bad_arguments_give_one_line_and_exit_2(mocked, tmp_path, capsys, argv, message):
+    accounts = write_accounts(tmp_path, "111111111111\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--accounts" not in argv:
+        argv += ["--accounts", accounts]
+    if "--role-name" not in argv:
+        argv += ["--role-name", "audit"]
+
+    assert cli.main(["audit", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"golden-ami: {message.format(tmp=tmp_path)}\n"
 
 
 def test_accounts_file_checks_before_any_call(mocked, tmp_path):
@@ -376,22 +1079,3 @@ def test_accounts_and_role_name_go_together(mocked, argv, capsys):
         run(*argv)
     assert cli.main(["audit", *argv]) == 2
     assert "--accounts and --role-name go together" in capsys.readouterr().err
-
-
-def test_container_instance_whose_ec2_instance_is_gone_is_skipped(mocked):
-    """One unknown instance ID fails the whole DescribeInstances: the audit retries without it."""
-    from moto.ec2.models import ec2_backends
-
-    publish(golden_ami())
-    kept, lost = fleet("prod", [(BASE_AMI, "required", 1, 1), (BASE_AMI, "required", 1, 1)])
-    backend = ec2_backends[CALLER][REGION]
-    for reservation_id, reservation in list(backend.reservations.items()):
-        if any(instance.id == lost for instance in reservation.instances):
-            del backend.reservations[reservation_id]  # gone for good, not just terminated
-
-    result, aws = run("--cluster", "prod")
-
-    assert list(by_instance(result)) == [kept]
-    (skipped,) = result.data["skipped"]
-    assert skipped["reason"] == f"EC2 instance {lost} not found"
-    assert aws.calls["ec2:DescribeInstances"] == 2

@@ -12,7 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEST = ROOT / "benchmarks" / "results" / "latest.json"
-FORMULA = "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [ssm]"
+FORMULA = (
+    "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [clusters]"
+    " + 1 [imds defaults] + 1 [ssm]"
+)
 
 
 def test_smoke_runs_the_harness_and_the_audit_path(tmp_path):
@@ -29,19 +32,21 @@ def test_smoke_runs_the_harness_and_the_audit_path(tmp_path):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert FORMULA in result.stdout
-    # The table rows: n, calls, formula, match, seconds. 150 instances: 2 + 2 + 1 + 1.
+    # The table rows: n, calls, formula, match, seconds. 150 instances: 2 + 2 + 1 + 1 + 1 + 1.
     rows = dict(re.findall(r"^\s+(\d+)\s+(\d+)\s+\d+\s+yes\s+[\d.]+$", result.stdout, re.MULTILINE))
-    assert rows == {"1": "4", "150": "6"}
+    assert rows == {"1": "6", "150": "8"}
     assert "smoke: OK" in result.stdout
     assert "bench [" in result.stderr  # progress goes to stderr
 
     data = json.loads(output.read_text())
-    assert data["audit_calls"] == {"1": 4, "150": 6}
+    assert data["audit_calls"] == {"1": 6, "150": 8}
     assert data["audit"]["sizes"]["150"]["by_call"] == {
         "ssm:GetParametersByPath": 1,
+        "ecs:DescribeClusters": 1,
         "ecs:ListContainerInstances": 2,
         "ecs:DescribeContainerInstances": 2,
         "ec2:DescribeInstances": 1,
+        "ec2:GetInstanceMetadataDefaults": 1,
     }
     client = next(t for t in data["targets"] if t["target"].startswith("imds_client"))
     assert client["pass"], client["detail"]

@@ -1,23 +1,43 @@
-"""Audit ECS container instances: on a published golden AMI, IMDSv2 required, hop limit 1?
+"""Audit ECS container instances, their launch templates and the account's IMDS defaults.
 
 Walks the ECS clusters of one region (those named with --cluster, or all of them), finds the
 EC2 instance behind each container instance and reports, per instance, whether its AMI is one
-that `publish` wrote under the SSM prefix and how its instance metadata options are set.
+that `publish` wrote under the SSM prefix and how its instance metadata options are set. It
+also reports the account's IMDS defaults (what a launch gets when nothing else sets an
+option) and the MetadataOptions of the launch template versions the clusters' Auto Scaling
+groups launch: the groups of the container instances and of the clusters' capacity providers.
+
+Findings, as the threat model sets them (docs/threat-model.md):
+  - not on a published golden AMI;
+  - IMDSv1 allowed (HttpTokens optional);
+  - hop limit above 2;
+  - hop limit 2 without a published golden AMI, so without the host block behind it;
+  - for a launch template not on a golden AMI: HttpTokens or the hop limit not set at all
+    (left to the AMI, which may allow IMDSv1 and set 2).
+Hop limit 2 on a golden AMI is fine: AWS's own default for Amazon Linux 2023 and for
+imds_support v2.0 AMIs, and what the allowlisted bridge daemons need. Hop limit 1 is fine
+too, with a note: at 1, with IMDSv1 off, the allowlisted bridge daemons get no IMDSv2 token.
 
 With --accounts FILE and --role-name NAME it assumes arn:<partition>:iam::<account>:role/NAME
 in every listed account and walks them in parallel. The published AMIs are always read from
 the caller's own account (where `publish` writes them and shares the AMIs from).
 
-API calls, n container instances in a cluster: ceil(n/100) ListContainerInstances,
-ceil(n/100) DescribeContainerInstances, and ceil(N/1000) DescribeInstances for the N EC2
-instances of all the clusters of an account together; one ListClusters page per 100
-clusters when no --cluster is given, and one GetParametersByPath page per 10 parameters.
+API calls per account, for C clusters, P capacity providers (other than FARGATE and
+FARGATE_SPOT), G Auto Scaling groups, T launch templates and, in a cluster, n container instances:
+ceil(C/100) DescribeClusters; ceil(n/100) ListContainerInstances and ceil(n/100)
+DescribeContainerInstances per cluster; ceil(N/1000) DescribeInstances for the N EC2
+instances of all the clusters together; ceil(P/10) DescribeCapacityProviders; ceil(G/100)
+DescribeAutoScalingGroups; T DescribeLaunchTemplateVersions (the API takes one launch
+template a call, all its versions at once); 1 GetInstanceMetadataDefaults. Plus one
+ListClusters page per 100 clusters when no --cluster is given, and one GetParametersByPath
+page per 10 parameters, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +50,9 @@ DEFAULT_PREFIX = "/golden-ami/ecs"  # the SSM tree `publish` writes (cli.DEFAULT
 
 # API maxima. ListClusters and ListContainerInstances: maxResults 1-100.
 # DescribeContainerInstances and DescribeClusters: "a list of up to 100" (botocore's docs).
+# DescribeCapacityProviders: up to 100 names a call, at most 10 results a page (maxResults 1-10).
+# DescribeAutoScalingGroups: MaxRecords at most 100, and as many names.
+# DescribeLaunchTemplateVersions: MaxResults 1-200, one launch template a call.
 # GetParametersByPath: MaxResults 1-10 (botocore's model).
 # DescribeInstances: botocore's model gives no maximum for InstanceIds (MaxResults, 5-1000, cannot
 # be combined with InstanceIds); 1000 is the limit EC2 documents for explicit instance IDs
@@ -38,10 +61,43 @@ LIST_PAGE = 100
 ECS_BATCH = 100
 EC2_BATCH = 1000
 SSM_PAGE = 10
+CAPACITY_PROVIDER_BATCH = 100
+CAPACITY_PROVIDER_PAGE = 10
+ASG_BATCH = 100
+LAUNCH_TEMPLATE_PAGE = 200
 MAX_WORKERS = 8  # accounts walked at once
+MAX_ACCOUNTS_FILE = 1024 * 1024  # bytes; 12 digits and a newline a line: some 80,000 accounts
+
+FARGATE = frozenset({"FARGATE", "FARGATE_SPOT"})  # capacity providers without instances
+ASG_TAG = "aws:autoscaling:groupName"
+TEMPLATE_ID_TAG = "aws:ec2launchtemplate:id"
+TEMPLATE_VERSION_TAG = "aws:ec2launchtemplate:version"
+
+# Finding keys: stable, in --json and in the summary's counts.
+NOT_PUBLISHED = "not_published"
+IMDSV1_ALLOWED = "imdsv1_allowed"
+HTTP_TOKENS_UNSET = "http_tokens_unset"
+HOP_LIMIT_OVER_2 = "hop_limit_over_2"
+HOP_LIMIT_2_WITHOUT_BLOCK = "hop_limit_2_without_block"
+HOP_LIMIT_UNSET_WITHOUT_BLOCK = "hop_limit_unset_without_block"
+FINDING_KEYS = (
+    NOT_PUBLISHED,
+    IMDSV1_ALLOWED,
+    HTTP_TOKENS_UNSET,
+    HOP_LIMIT_OVER_2,
+    HOP_LIMIT_2_WITHOUT_BLOCK,
+    HOP_LIMIT_UNSET_WITHOUT_BLOCK,
+)
+# Note keys: fine, but worth knowing.
+HOP_LIMIT_1 = "hop_limit_1"
+NOTE_KEYS = (HOP_LIMIT_1,)
 
 UNPUBLISHED = "not on a published golden AMI"
 IMDSV1 = "IMDSv1 allowed (HttpTokens optional)"
+HOP_1_NOTE = "hop limit 1: allowlisted bridge daemons get no IMDSv2 token (they need 2)"
+
+TOKENS = "HttpTokens"
+HOPS = "HttpPutResponseHopLimit"
 
 HEADER = (
     "CLUSTER",
@@ -53,11 +109,35 @@ HEADER = (
     "HOP LIMIT",
     "FINDINGS",
 )
+TEMPLATE_HEADER = (
+    "LAUNCH TEMPLATE",
+    "VERSION",
+    "AUTO SCALING GROUPS",
+    "IMAGE",
+    "PUBLISHED",
+    "IMDSV2",
+    "HOP LIMIT",
+    "FINDINGS",
+)
 
-ACCOUNT_ID = re.compile(r"\d{12}")
-ROLE_NAME = re.compile(r"[\w+=,.@/-]{1,512}")
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@/-]{1,512}")
 AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
 INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")
+
+
+@dataclasses.dataclass
+class Published:
+    """What `publish` wrote under the prefix: the AMI IDs and the parameters that hold them."""
+
+    amis: set[str] = dataclasses.field(default_factory=set)
+    parameters: set[str] = dataclasses.field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.amis)
+
+    def __contains__(self, ami: object) -> bool:
+        return ami in self.amis
 
 
 @dataclasses.dataclass
@@ -75,7 +155,39 @@ class Instance:
     hop_limit: int | None = None
     imds_endpoint: str | None = None
     state: str | None = None
-    findings: list[str] = dataclasses.field(default_factory=list)
+    auto_scaling_group: str | None = None
+    launch_template: dict | None = None  # {"id", "name", "version"}: where its settings live
+    findings: list[dict] = dataclasses.field(default_factory=list)
+    notes: list[dict] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Template:
+    """One launch template version that an audited cluster's Auto Scaling groups launch."""
+
+    account: str
+    launch_template_id: str | None
+    launch_template_name: str | None
+    version: int | None  # the number; None when the template or the version is gone
+    referenced_as: list[str] = dataclasses.field(default_factory=list)  # $Latest, $Default, 3
+    auto_scaling_groups: list[str] = dataclasses.field(default_factory=list)
+    capacity_providers: list[str] = dataclasses.field(default_factory=list)
+    clusters: list[str] = dataclasses.field(default_factory=list)
+    image_id: str | None = None
+    published: bool = False
+    http_tokens: str | None = None  # as the version sets them; None: not set
+    hop_limit: int | None = None
+    http_endpoint: str | None = None
+    effective_http_tokens: str | None = None  # what a launch gets; None: up to the AMI
+    effective_hop_limit: int | None = None
+    effective_from: dict = dataclasses.field(default_factory=dict)  # option -> where it comes from
+    error: str | None = None
+    findings: list[dict] = dataclasses.field(default_factory=list)
+    notes: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.launch_template_name or '?'} ({self.launch_template_id or '?'})"
 
 
 @dataclasses.dataclass
@@ -84,6 +196,9 @@ class Walk:
 
     clusters: int = 0
     instances: list[Instance] = dataclasses.field(default_factory=list)
+    templates: list[Template] = dataclasses.field(default_factory=list)
+    defaults: dict = dataclasses.field(default_factory=dict)
+    launch_configurations: list[dict] = dataclasses.field(default_factory=list)
     skipped: list[dict] = dataclasses.field(default_factory=list)
 
     def skip(self, account: str | None, cluster: str, arn: str, reason: str) -> None:
@@ -108,7 +223,9 @@ def add_arguments(parser) -> None:
         help=f"SSM parameter path the published AMI IDs live under (default: {DEFAULT_PREFIX})",
     )
     parser.add_argument(
-        "--fail-on-findings", action="store_true", help="exit 1 when any instance has a finding"
+        "--fail-on-findings",
+        action="store_true",
+        help="exit 1 when any instance, launch template or account default has a finding",
     )
     parser.add_argument(
         "--accounts",
@@ -121,19 +238,31 @@ def add_arguments(parser) -> None:
     )
 
 
+def _shown(text: str, limit: int = 40) -> str:
+    """A value for a one-line message: quoted, escaped, and cut short when long."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def read_accounts(path: Path) -> list[str]:
     """The account IDs of an accounts file, in order, without duplicates."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as file:
+            data = file.read(MAX_ACCOUNTS_FILE + 1)
     except OSError as exc:
         raise UsageError(f"cannot read accounts file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_ACCOUNTS_FILE:
+        raise UsageError(f"accounts file {path} is larger than {MAX_ACCOUNTS_FILE // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"accounts file {path} is not UTF-8 text (byte {exc.start})") from exc
     accounts: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         if not ACCOUNT_ID.fullmatch(line):
-            raise UsageError(f"{path}:{number}: {raw.strip()!r} is not a 12-digit AWS account ID")
+            raise UsageError(f"{path}:{number}: {_shown(raw.strip())} is not a 12-digit AWS account ID")
         if line in accounts:
             LOG.warning("%s:%d: account %s is listed twice; auditing it once", path, number, line)
             continue
@@ -147,28 +276,29 @@ def _check_args(args) -> list[str] | None:
     if bool(args.accounts) != bool(args.role_name):
         raise UsageError("--accounts and --role-name go together: give both or neither")
     if not args.prefix.startswith("/"):
-        raise UsageError(f"--prefix {args.prefix!r} must be an SSM path starting with /")
+        raise UsageError(f"--prefix {_shown(args.prefix)} must be an SSM path starting with /")
     if args.role_name and not ROLE_NAME.fullmatch(args.role_name):
-        raise UsageError(f"--role-name {args.role_name!r} is not an IAM role name")
+        raise UsageError(f"--role-name {_shown(args.role_name)} is not an IAM role name")
     return read_accounts(args.accounts) if args.accounts else None
 
 
-def published_amis(aws: Aws, prefix: str) -> set[str]:
-    """The AMI IDs held by the SSM parameters under prefix (the caller's account)."""
+def published_amis(aws: Aws, prefix: str) -> Published:
+    """The AMI IDs held by the SSM parameters under prefix (the caller's account), and those parameters."""
     path = prefix.rstrip("/") or "/"
     pages = aws.client("ssm").get_paginator("get_parameters_by_path")
-    amis = set()
+    published = Published()
     for page in pages.paginate(Path=path, Recursive=True, PaginationConfig={"PageSize": SSM_PAGE}):
         for parameter in page["Parameters"]:
             if AMI_ID.fullmatch(parameter.get("Value", "")):
-                amis.add(parameter["Value"])
+                published.amis.add(parameter["Value"])
+                published.parameters.add(parameter["Name"])
             else:
                 LOG.debug("SSM %s holds no AMI ID; ignored", parameter["Name"])
-    if amis:
-        LOG.info("%d published AMIs under %s in %s", len(amis), path, aws.region)
+    if published.amis:
+        LOG.info("%d published AMIs under %s in %s", len(published.amis), path, aws.region)
     else:
         LOG.warning("no AMI IDs under %s in %s: every instance counts as not published", path, aws.region)
-    return amis
+    return published
 
 
 def _code(error: botocore.exceptions.ClientError) -> str:
@@ -203,14 +333,27 @@ def _list_container_instances(ecs, cluster: str, where: str) -> list[str]:
         raise
 
 
-def _check_clusters(ecs, clusters: list[str], where: str) -> None:
-    """Named clusters that listed no container instances: empty, or not there at all?"""
+def _describe_clusters(
+    ecs, clusters: list[str], named: bool, where: str
+) -> tuple[dict[str, list[str]], str | None]:
+    """The capacity providers of each cluster, by name, and the clusters' account. Named
+    clusters must exist and be active."""
+    providers: dict[str, list[str]] = {}
+    missing: list[str] = []
+    account = None
     for batch in _batches(clusters, ECS_BATCH):
         response = ecs.describe_clusters(clusters=batch)
-        missing = [_cluster_name(f.get("arn", "?")) for f in response.get("failures", [])]
-        missing += [c["clusterName"] for c in response.get("clusters", []) if c.get("status") == "INACTIVE"]
-        if missing:
-            raise NotFoundError(f"no ECS cluster {', '.join(map(repr, missing))} in {where}")
+        missing += [_cluster_name(f.get("arn", "?")) for f in response.get("failures", [])]
+        for cluster in response.get("clusters", []):
+            if cluster.get("status") == "INACTIVE":
+                missing.append(cluster["clusterName"])
+                continue
+            providers[cluster["clusterName"]] = cluster.get("capacityProviders", [])
+            if cluster.get("clusterArn", "").count(":") >= 5:
+                account = account or cluster["clusterArn"].split(":")[4]
+    if missing and named:
+        raise NotFoundError(f"no ECS cluster {', '.join(map(repr, missing))} in {where}")
+    return providers, account
 
 
 def _describe_ec2(ec2, ids: list[str], tag: str) -> tuple[dict[str, dict], set[str]]:
@@ -239,21 +382,419 @@ def _describe_ec2(ec2, ids: list[str], tag: str) -> tuple[dict[str, dict], set[s
     return found, gone
 
 
-def findings(instance: Instance) -> list[str]:
-    result = []
+def _capacity_provider_groups(ecs, names: list[str], tag: str) -> dict[str, str]:
+    """The Auto Scaling group of each capacity provider that has one: {provider: group name}."""
+    groups: dict[str, str] = {}
+    for batch in _batches(names, CAPACITY_PROVIDER_BATCH):
+        token = None
+        while True:  # no botocore paginator for DescribeCapacityProviders
+            page = ecs.describe_capacity_providers(
+                capacityProviders=batch,
+                maxResults=CAPACITY_PROVIDER_PAGE,
+                **({"nextToken": token} if token else {}),
+            )
+            for provider in page.get("capacityProviders", []):
+                arn = provider.get("autoScalingGroupProvider", {}).get("autoScalingGroupArn", "")
+                if "autoScalingGroupName/" in arn:
+                    groups[provider["name"]] = arn.split("autoScalingGroupName/", 1)[1]
+            for failure in page.get("failures", []):
+                LOG.warning("%scapacity provider %s: %s", tag, failure.get("arn", "?"), failure.get("reason"))
+            token = page.get("nextToken")
+            if not token:
+                break
+    return groups
+
+
+def _describe_groups(autoscaling, names: list[str]) -> dict[str, dict]:
+    pages = autoscaling.get_paginator("describe_auto_scaling_groups")
+    found: dict[str, dict] = {}
+    for batch in _batches(names, ASG_BATCH):
+        config = {"PageSize": ASG_BATCH}
+        for page in pages.paginate(
+            AutoScalingGroupNames=batch, IncludeInstances=False, PaginationConfig=config
+        ):
+            for group in page["AutoScalingGroups"]:
+                found[group["AutoScalingGroupName"]] = group
+    return found
+
+
+def _template_specs(group: dict) -> list[dict]:
+    """The launch template specifications a group launches from: its own, or its mixed
+    instances policy's and that policy's per-instance-type overrides."""
+    if group.get("LaunchTemplate"):
+        return [group["LaunchTemplate"]]
+    policy = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {})
+    specs = [policy["LaunchTemplateSpecification"]] if policy.get("LaunchTemplateSpecification") else []
+    specs += [
+        o["LaunchTemplateSpecification"]
+        for o in policy.get("Overrides", [])
+        if o.get("LaunchTemplateSpecification")
+    ]
+    return specs
+
+
+def _template_versions(ec2, key: tuple[str, str], references: list[str]) -> tuple[list[dict], str | None]:
+    """The versions of one launch template that references name ($Latest, $Default, numbers),
+    and an error when the template or a version is gone."""
+    by, value = key
+    pages = ec2.get_paginator("describe_launch_template_versions")
+    parameters = {"LaunchTemplateId" if by == "id" else "LaunchTemplateName": value}
+    config = {"PageSize": LAUNCH_TEMPLATE_PAGE}
+    try:
+        return [
+            version
+            for page in pages.paginate(**parameters, Versions=references, PaginationConfig=config)
+            for version in page["LaunchTemplateVersions"]
+        ], None
+    except botocore.exceptions.ClientError as exc:
+        if "NotFound" not in _code(exc):
+            raise
+        return [], f"{_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+
+
+def _resolve(references: list[str], versions: list[dict]) -> dict[str, dict]:
+    """Which version each reference names: $Default the default one, $Latest the highest."""
+    if not versions:
+        return {}
+    by_number = {v["VersionNumber"]: v for v in versions}
+    resolved = {}
+    for reference in references:
+        if reference == "$Latest":
+            resolved[reference] = by_number[max(by_number)]
+        elif reference == "$Default":
+            default = [v for v in versions if v.get("DefaultVersion")]
+            if default:
+                resolved[reference] = default[0]
+        elif reference.isdigit() and int(reference) in by_number:
+            resolved[reference] = by_number[int(reference)]
+    return resolved
+
+
+def _golden_image(image_id: str | None, published: Published, own_account: bool) -> bool:
+    """A launch template's ImageId names a published AMI: the AMI ID, or resolve:ssm: of one
+    of the published parameters (by name only in the caller's own account, where the name
+    resolves; by ARN anywhere)."""
+    if not image_id:
+        return False
+    if image_id in published:
+        return True
+    if not image_id.startswith("resolve:ssm:"):
+        return False
+    name = image_id.removeprefix("resolve:ssm:")
+    if name.startswith("arn:"):
+        name = "/" + name.split(":parameter/", 1)[-1] if ":parameter/" in name else ""
+    elif not own_account:
+        return False
+    name = re.sub(r":[0-9]+$", "", name)  # resolve:ssm:NAME:VERSION
+    return name in published.parameters
+
+
+# --- findings -------------------------------------------------------------------------------
+
+
+def _finding(key: str, message: str, setting: str, value, remediation: str) -> dict:
+    return {"key": key, "message": message, "setting": setting, "value": value, "remediation": remediation}
+
+
+def _note(key: str, message: str) -> dict:
+    return {"key": key, "message": message}
+
+
+def imds_findings(tokens, hops, endpoint, golden: bool | None, fix, setting) -> tuple[list[dict], list[dict]]:
+    """Findings and notes for one set of metadata options, by the threat model's table.
+
+    tokens, hops, endpoint: the values in force; None where nothing sets them (a launch
+    template that leaves them to the AMI, an account default of no preference). golden:
+    whether a published golden AMI, and so the host block, stands behind them; None for the
+    account defaults, which apply to every AMI. fix(option, value): the remediation;
+    setting(option): the name of the setting to change.
+    """
+    findings: list[dict] = []
+    notes: list[dict] = []
+
+    def found(key: str, message: str, option: str, value) -> None:
+        findings.append(_finding(key, message, setting(option), value, fix(option, value)))
+
+    if endpoint == "disabled":
+        return findings, notes  # no IMDS at all: nothing to reach
+    if tokens == "optional":
+        found(IMDSV1_ALLOWED, IMDSV1, TOKENS, "required")
+    elif tokens is None and golden is False:
+        message = "HttpTokens not set: left to the AMI (IMDSv1 allowed unless it is imds_support v2.0)"
+        found(HTTP_TOKENS_UNSET, message, TOKENS, "required")
+    if hops is not None and hops > 2:
+        found(HOP_LIMIT_OVER_2, f"hop limit {hops} > 2", HOPS, 1 if golden is False else 2)
+    elif hops == 2 and golden is False:
+        message = "hop limit 2 without the host block (not on a published golden AMI)"
+        found(HOP_LIMIT_2_WITHOUT_BLOCK, message, HOPS, 1)
+    elif hops is None and golden is False:
+        message = "hop limit not set, without the host block: 2 if the AMI is imds_support v2.0"
+        found(HOP_LIMIT_UNSET_WITHOUT_BLOCK, message, HOPS, 1)
+    elif hops == 1:
+        notes.append(_note(HOP_LIMIT_1, HOP_1_NOTE))
+    return findings, notes
+
+
+_CLI_FLAGS = {TOKENS: "--http-tokens", HOPS: "--http-put-response-hop-limit"}
+
+
+def _metadata_option(option: str) -> str:
+    return f"MetadataOptions.{option}"
+
+
+def _golden_image_id(prefix: str) -> str:
+    return f"resolve:ssm:{prefix.rstrip('/')}/<os>/<arch>/latest"
+
+
+def _not_published(prefix: str, where: str, then: str = "") -> dict:
+    image = _golden_image_id(prefix)
+    remediation = (
+        f"set ImageId={image} in {where}{then}. Or, to keep the AMI, "
+        "give its instances the user data of `golden-ami user-data`"
+    )
+    return _finding(NOT_PUBLISHED, UNPUBLISHED, "ImageId", image, remediation)
+
+
+def evaluate_defaults(defaults: dict, region: str) -> None:
+    """The account's IMDS defaults: an option left at no preference is no finding."""
+
+    def fix(option, value):
+        return f"aws ec2 modify-instance-metadata-defaults --region {region} {_CLI_FLAGS[option]} {value}"
+
+    defaults["findings"], defaults["notes"] = imds_findings(
+        defaults.get("http_tokens"),
+        defaults.get("hop_limit"),
+        defaults.get("http_endpoint"),
+        None,
+        fix,
+        lambda option: f"account default {option}",
+    )
+
+
+def _template_where(template: Template) -> str:
+    """Where to change a launch template version's settings, and how its groups take the change."""
+    where = f"a new version of launch template {template.label} made from version {template.version}"
+    groups = f"Auto Scaling group{'s' if len(template.auto_scaling_groups) > 1 else ''} " + ", ".join(
+        template.auto_scaling_groups
+    )
+    steps = []
+    for reference in template.referenced_as:
+        if reference == "$Latest":
+            steps.append(f"{groups} launch $Latest and take it at once")
+        elif reference == "$Default":
+            steps.append(f"make it the default version ({groups} launch $Default)")
+        else:
+            steps.append(f"point {groups} at it (now on version {reference})")
+    return f"{where}; then {'; '.join(steps)}" if steps else where
+
+
+def evaluate_template(template: Template, defaults: dict, prefix: str) -> None:
+    """A launch template version: its own MetadataOptions, else the account default, else the
+    AMI's (a golden AMI is imds_support v2.0: tokens required, hop limit 2)."""
+    if template.error:
+        return
+    for option, own, default, golden_value in (
+        ("http_tokens", template.http_tokens, defaults.get("http_tokens"), "required"),
+        ("hop_limit", template.hop_limit, defaults.get("hop_limit"), 2),
+    ):
+        if own is not None:
+            value, source = own, "launch template"
+        elif default is not None:
+            value, source = default, "account default"
+        elif template.published:
+            value, source = golden_value, "golden AMI (imds_support v2.0)"
+        else:
+            value, source = None, "the AMI"
+        setattr(template, f"effective_{option}", value)
+        template.effective_from[option] = source
+    endpoint = template.http_endpoint or defaults.get("http_endpoint")
+    where = _template_where(template)
+
+    def fix(option, value):
+        return f"set {_metadata_option(option)}={value} in {where}"
+
+    template.findings, template.notes = imds_findings(
+        template.effective_http_tokens,
+        template.effective_hop_limit,
+        endpoint,
+        template.published,
+        fix,
+        _metadata_option,
+    )
+    if not template.published:
+        template.findings.insert(0, _not_published(prefix, where))
+
+
+def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> None:
+    """One running instance: its own metadata options, with where to change them for good
+    (where: its launch template version, when known) and how to change them now."""
+    where = where or f"what launches instance {instance.ec2_instance_id} (its launch template)"
+
+    def fix(option, value):
+        return (
+            f"set {_metadata_option(option)}={value} in {where}. On the running instance now: "
+            f"aws ec2 modify-instance-metadata-options --instance-id {instance.ec2_instance_id} "
+            f"{_CLI_FLAGS[option]} {value}"
+        )
+
+    tokens = {True: "required", False: "optional", None: None}[instance.imdsv2_required]
+    endpoint = instance.imds_endpoint
+    if instance.image_id is None:  # an external (ECS Anywhere) instance: no AMI, no EC2 IMDS
+        endpoint = "disabled"
+    instance.findings, instance.notes = imds_findings(
+        tokens, instance.hop_limit, endpoint, instance.published, fix, _metadata_option
+    )
     if not instance.published:
-        result.append(UNPUBLISHED)
-    if instance.imds_endpoint == "disabled":
-        return result  # no IMDS at all: nothing to reach
-    if instance.imdsv2_required is False:
-        result.append(IMDSV1)
-    if instance.hop_limit is not None and instance.hop_limit > 1:
-        result.append(f"hop limit {instance.hop_limit} > 1")
-    return result
+        instance.findings.insert(0, _not_published(prefix, where, ", then replace the instance"))
 
 
-def audit_account(aws: Aws, clusters: list[str] | None, amis: set[str], label: str | None = None) -> Walk:
-    """Walk the clusters of one account and region."""
+# --- the walk -------------------------------------------------------------------------------
+
+
+def _account_defaults(ec2, account: str | None, region: str) -> dict:
+    """GetInstanceMetadataDefaults: an option left out is no preference (None here)."""
+    level = ec2.get_instance_metadata_defaults().get("AccountLevel", {})
+    hops = level.get("HttpPutResponseHopLimit")
+    return {
+        "account": account,
+        "region": region,
+        "http_tokens": level.get("HttpTokens"),
+        "hop_limit": hops if hops is None or hops >= 1 else None,  # -1: no preference
+        "http_endpoint": level.get("HttpEndpoint"),
+        "instance_metadata_tags": level.get("InstanceMetadataTags"),
+        "http_tokens_enforced": level.get("HttpTokensEnforced"),
+        "managed_by": level.get("ManagedBy"),
+    }
+
+
+def _template_key(spec: dict) -> tuple[str, str]:
+    if spec.get("LaunchTemplateId"):
+        return ("id", spec["LaunchTemplateId"])
+    return ("name", spec["LaunchTemplateName"])
+
+
+def _template(account, key, number, version: dict | None, names, published: Published, own: bool):
+    data = (version or {}).get("LaunchTemplateData", {})
+    options = data.get("MetadataOptions", {})
+    return Template(
+        account=account,
+        launch_template_id=(version or {}).get("LaunchTemplateId") or (key[1] if key[0] == "id" else None),
+        launch_template_name=(version or {}).get("LaunchTemplateName") or names.get(key),
+        version=number,
+        image_id=data.get("ImageId"),
+        published=_golden_image(data.get("ImageId"), published, own),
+        http_tokens=options.get("HttpTokens"),
+        hop_limit=options.get("HttpPutResponseHopLimit"),
+        http_endpoint=options.get("HttpEndpoint"),
+    )
+
+
+def _templates(ec2, groups: dict[str, dict], links: dict, account, published: Published, own: bool):
+    """The launch template versions the groups launch, one Template for each, the groups on
+    launch configurations, and {group: the Template of its own (first) specification}.
+
+    links: {"clusters": {group: clusters}, "providers": {group: capacity providers}}."""
+    references: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    names: dict[tuple[str, str], str | None] = {}
+    first: dict[str, tuple] = {}
+    configurations = []
+    for name, group in sorted(groups.items()):
+        if group.get("LaunchConfigurationName"):
+            configurations.append({
+                "account": account,
+                "auto_scaling_group": name,
+                "launch_configuration": group["LaunchConfigurationName"],
+                "clusters": sorted(links["clusters"].get(name, ())),
+            })  # fmt: skip
+            continue
+        for n, spec in enumerate(_template_specs(group)):
+            key, reference = _template_key(spec), spec.get("Version") or "$Default"
+            names.setdefault(key, spec.get("LaunchTemplateName"))
+            references[key][reference].add(name)
+            if n == 0:
+                first[name] = (key, reference)
+
+    templates: dict[tuple, Template] = {}
+    by_reference: dict[tuple, Template] = {}
+    for key in sorted(references):
+        wanted = sorted(references[key])
+        versions, error = _template_versions(ec2, key, wanted)
+        resolved = _resolve(wanted, versions)
+        for reference in wanted:
+            version = resolved.get(reference)
+            number = version["VersionNumber"] if version else None
+            record = templates.get((key, number, None if version else reference))
+            if record is None:
+                record = _template(account, key, number, version, names, published, own)
+                record.error = None if version else error or f"version {reference} not found"
+                templates[(key, number, None if version else reference)] = record
+            by_reference[(key, reference)] = record
+            record.referenced_as = sorted({*record.referenced_as, reference})
+            for group in references[key][reference]:
+                record.auto_scaling_groups = sorted({*record.auto_scaling_groups, group})
+                record.capacity_providers = sorted(
+                    {*record.capacity_providers, *links["providers"].get(group, ())}
+                )
+                record.clusters = sorted({*record.clusters, *links["clusters"].get(group, ())})
+    for record in templates.values():
+        if record.error:
+            LOG.warning("launch template %s: %s", record.label, record.error)
+    of_group = {group: by_reference[reference] for group, reference in first.items()}
+    return list(templates.values()), configurations, of_group
+
+
+def _instance(cluster: str, ci: dict, details: dict | None, label: str | None, published) -> Instance:
+    arn = ci["containerInstanceArn"]
+    instance = Instance(
+        account=arn.split(":")[4] if arn.count(":") >= 5 else (label or ""),
+        cluster=cluster,
+        container_instance=arn.rsplit("/", 1)[-1],
+        container_instance_arn=arn,
+        ec2_instance_id=ci.get("ec2InstanceId", ""),
+    )
+    if details:  # an external (ECS Anywhere) instance has no AMI and no EC2 IMDS
+        options = details.get("MetadataOptions", {})
+        tags = {t["Key"]: t["Value"] for t in details.get("Tags", [])}
+        instance.image_id = details.get("ImageId")
+        instance.published = instance.image_id in published
+        instance.state = details.get("State", {}).get("Name")
+        instance.imds_endpoint = options.get("HttpEndpoint")
+        if "HttpTokens" in options:
+            instance.imdsv2_required = options["HttpTokens"] == "required"
+        instance.hop_limit = options.get("HttpPutResponseHopLimit")
+        instance.auto_scaling_group = tags.get(ASG_TAG)
+        if tags.get(TEMPLATE_ID_TAG):  # what EC2 tags an instance launched from a template with
+            version = tags.get(TEMPLATE_VERSION_TAG)
+            instance.launch_template = {"id": tags[TEMPLATE_ID_TAG], "name": None, "version": version}
+    return instance
+
+
+def _instance_where(instance: Instance, of_group: dict[str, Template]) -> str | None:
+    """Where an instance's settings are changed for good: its group's launch template version,
+    else the one EC2 tagged it with."""
+    record = of_group.get(instance.auto_scaling_group or "")
+    if record and record.version is not None:
+        instance.launch_template = {
+            "id": record.launch_template_id,
+            "name": record.launch_template_name,
+            "version": record.version,
+        }
+        return _template_where(record)
+    if instance.launch_template:
+        template = instance.launch_template
+        return f"a new version of launch template {template['id']} made from version {template['version']}"
+    return None
+
+
+def audit_account(
+    aws: Aws,
+    clusters: list[str] | None,
+    published: Published,
+    label: str | None = None,
+    prefix=DEFAULT_PREFIX,
+) -> Walk:
+    """Walk the clusters of one account and region, their groups' launch templates and the
+    account's IMDS defaults."""
     tag = f"account {label}: " if label else ""
     where = f"{aws.region} (account {label})" if label else aws.region
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
@@ -261,63 +802,72 @@ def audit_account(aws: Aws, clusters: list[str] | None, amis: set[str], label: s
     if not clusters:
         LOG.info("%s%d ECS clusters in %s", tag, len(names), aws.region)
     walk = Walk(clusters=len(names))
+    providers, account = _describe_clusters(ecs, names, bool(clusters), where) if names else ({}, None)
+    account = label or account
     members: list[tuple[str, dict]] = []  # (cluster name, container instance)
-    empty: list[str] = []
     for cluster in names:
         name = _cluster_name(cluster)
         arns = _list_container_instances(ecs, cluster, where)
         LOG.info("%scluster %s: %d container instances", tag, name, len(arns))
-        if not arns and clusters:
-            empty.append(cluster)
         for batch in _batches(arns, ECS_BATCH):
             response = ecs.describe_container_instances(cluster=cluster, containerInstances=batch)
             members += [(name, ci) for ci in response.get("containerInstances", [])]
             for failure in response.get("failures", []):
                 walk.skip(label, name, failure.get("arn", "?"), failure.get("reason", "?"))
-    if empty:
-        _check_clusters(ecs, empty, where)
 
     ec2_ids = sorted({ci.get("ec2InstanceId", "") for _, ci in members} - {""})
     ec2_ids = [i for i in ec2_ids if i.startswith("i-")]  # not mi-: ECS Anywhere, no EC2 instance
     if ec2_ids:
         LOG.info("%sdescribing %d EC2 instances", tag, len(ec2_ids))
     described, gone = _describe_ec2(ec2, ec2_ids, tag) if ec2_ids else ({}, set())
-
     for cluster, ci in members:
-        arn = ci["containerInstanceArn"]
-        ec2_id = ci.get("ec2InstanceId", "")
-        if ec2_id in gone:
-            walk.skip(label, cluster, arn, f"EC2 instance {ec2_id} not found")
+        if ci.get("ec2InstanceId", "") in gone:
+            reason = f"EC2 instance {ci['ec2InstanceId']} not found"
+            walk.skip(label, cluster, ci["containerInstanceArn"], reason)
             continue
-        instance = Instance(
-            account=arn.split(":")[4] if arn.count(":") >= 5 else (label or ""),
-            cluster=cluster,
-            container_instance=arn.rsplit("/", 1)[-1],
-            container_instance_arn=arn,
-            ec2_instance_id=ec2_id,
+        walk.instances.append(
+            _instance(cluster, ci, described.get(ci.get("ec2InstanceId", "")), label, published)
         )
-        details = described.get(ec2_id)
-        if details:  # an external (ECS Anywhere) instance has no AMI and no EC2 IMDS
-            options = details.get("MetadataOptions", {})
-            instance.image_id = details.get("ImageId")
-            instance.published = instance.image_id in amis
-            instance.state = details.get("State", {}).get("Name")
-            instance.imds_endpoint = options.get("HttpEndpoint")
-            if "HttpTokens" in options:
-                instance.imdsv2_required = options["HttpTokens"] == "required"
-            instance.hop_limit = options.get("HttpPutResponseHopLimit")
-        instance.findings = findings(instance)
-        walk.instances.append(instance)
+
+    # The Auto Scaling groups behind the clusters (those of their instances and of their
+    # capacity providers) and the launch template versions those groups launch.
+    links: dict[str, dict[str, set[str]]] = {"clusters": defaultdict(set), "providers": defaultdict(set)}
+    for instance in walk.instances:
+        if instance.auto_scaling_group:
+            links["clusters"][instance.auto_scaling_group].add(instance.cluster)
+    wanted = sorted({p for ps in providers.values() for p in ps} - FARGATE)
+    provider_groups = _capacity_provider_groups(ecs, wanted, tag) if wanted else {}
+    for cluster, ps in providers.items():
+        for provider in ps:
+            if provider in provider_groups:
+                links["clusters"][provider_groups[provider]].add(cluster)
+                links["providers"][provider_groups[provider]].add(provider)
+    group_names = sorted(links["clusters"])
+    groups = _describe_groups(aws.client("autoscaling"), group_names) if group_names else {}
+    for name in sorted(set(group_names) - set(groups)):
+        LOG.warning("%sAuto Scaling group %s not found", tag, name)
+    walk.templates, walk.launch_configurations, of_group = _templates(
+        ec2, groups, links, account, published, own=label is None
+    )
+
+    walk.defaults = _account_defaults(ec2, account, aws.region)
+    evaluate_defaults(walk.defaults, aws.region)
+    for template in walk.templates:
+        evaluate_template(template, walk.defaults, prefix)
+    for instance in walk.instances:
+        evaluate_instance(instance, prefix, _instance_where(instance, of_group))
     return walk
 
 
-def _audit_accounts(aws: Aws, accounts: list[str], role_name: str, clusters, amis) -> tuple[dict, list]:
+def _audit_accounts(
+    aws: Aws, accounts: list[str], role_name: str, clusters, published, prefix
+) -> tuple[dict, list]:
     """Walk every account in parallel: {account: Walk} and the accounts that failed."""
     partition = aws.session.get_partition_for_region(aws.region)
 
     def one(account: str) -> Walk:
         member = aws.assume(f"arn:{partition}:iam::{account}:role/{role_name}", label=account)
-        return audit_account(member, clusters, amis, label=account)
+        return audit_account(member, clusters, published, label=account, prefix=prefix)
 
     LOG.info("auditing %d accounts with role %s", len(accounts), role_name)
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(accounts))) as pool:
@@ -337,55 +887,109 @@ def _audit_accounts(aws: Aws, accounts: list[str], role_name: str, clusters, ami
     return walks, errors
 
 
+def _count(records, key: str) -> int:
+    return sum(any(f["key"] == key for f in r.findings) for r in records)
+
+
 def run(args, aws: Aws) -> Result:
     accounts = _check_args(args)
     region = aws.region
-    amis = published_amis(aws, args.prefix)
+    published = published_amis(aws, args.prefix)
     if accounts:
-        walks, errors = _audit_accounts(aws, accounts, args.role_name, args.clusters, amis)
+        walks, errors = _audit_accounts(aws, accounts, args.role_name, args.clusters, published, args.prefix)
     else:
-        walks, errors = {None: audit_account(aws, args.clusters, amis)}, []
+        walks, errors = {None: audit_account(aws, args.clusters, published, prefix=args.prefix)}, []
 
     instances = sorted(
         (i for walk in walks.values() for i in walk.instances),
         key=lambda i: (i.account, i.cluster, i.ec2_instance_id, i.container_instance),
     )
+    templates = sorted(
+        (t for walk in walks.values() for t in walk.templates),
+        key=lambda t: (
+            t.account or "",
+            t.launch_template_name or "",
+            t.launch_template_id or "",
+            t.version or 0,
+        ),
+    )
+    defaults = sorted((walk.defaults for walk in walks.values()), key=lambda d: d["account"] or "")
+    configurations = [c for walk in walks.values() for c in walk.launch_configurations]
     skipped = [s for walk in walks.values() for s in walk.skipped]
     with_findings = [i for i in instances if i.findings]
+    records = [*instances, *templates]
     summary = {
         "region": region,
         "prefix": args.prefix,
-        "published_amis": len(amis),
+        "published_amis": len(published),
         "accounts": len(accounts) if accounts else 1,
         "failed_accounts": len(errors),
         "clusters": sum(walk.clusters for walk in walks.values()),
         "instances": len(instances),
         "published": sum(i.published for i in instances),
         "not_published": sum(not i.published for i in instances),
-        "imdsv1_allowed": sum(IMDSV1 in i.findings for i in instances),
-        "hop_limit_over_1": sum(any(f.startswith("hop limit") for f in i.findings) for i in instances),
+        "imdsv1_allowed": _count(instances, IMDSV1_ALLOWED),
+        "hop_limit_over_2": _count(instances, HOP_LIMIT_OVER_2),
+        "hop_limit_2_without_block": _count(instances, HOP_LIMIT_2_WITHOUT_BLOCK),
+        "hop_limit_1": sum(any(n["key"] == HOP_LIMIT_1 for n in i.notes) for i in instances),
         "with_findings": len(with_findings),
         "findings": sum(len(i.findings) for i in instances),
+        "launch_templates": len(templates),
+        "launch_templates_with_findings": sum(bool(t.findings) for t in templates),
+        "launch_template_findings": sum(len(t.findings) for t in templates),
+        "launch_configurations": len(configurations),
+        "account_defaults_with_findings": sum(bool(d["findings"]) for d in defaults),
+        "findings_by_key": {
+            key: sum(f["key"] == key for r in [*records, *defaults] for f in _findings_of(r))
+            for key in FINDING_KEYS
+        },
         "skipped": len(skipped),
     }
     data = {
         "instances": [dataclasses.asdict(i) for i in instances],
+        "launch_templates": [dataclasses.asdict(t) for t in templates],
+        "launch_configurations": configurations,
+        "account_defaults": defaults,
         "summary": summary,
         "skipped": skipped,
         "errors": errors,
     }
-    lines = _report(instances, summary, bool(accounts), skipped, errors)
+    lines = _report(instances, templates, defaults, configurations, summary, bool(accounts), skipped, errors)
 
     code = 0
     if errors:  # an account that could not be audited outweighs the findings of the others
         codes = {e["exit_code"] for e in errors}
         code = 3 if 3 in codes else max(codes)
-    elif with_findings and args.fail_on_findings:
+    elif args.fail_on_findings and any(_findings_of(r) for r in [*records, *defaults]):
         code = 1
     return Result(data=data, lines=lines, code=code)
 
 
-def _report(instances: list[Instance], summary: dict, multi: bool, skipped: list, errors: list) -> list[str]:
+def _findings_of(record) -> list[dict]:
+    return record["findings"] if isinstance(record, dict) else record.findings
+
+
+_SOURCES = {
+    "launch template": "",
+    "account default": " (account default)",
+    "golden AMI (imds_support v2.0)": " (AMI)",
+}
+
+
+def _effective(value, source: str | None) -> str:
+    """A launch template's option in force, and where it comes from when not from the template."""
+    return "not set" if value is None else f"{value}{_SOURCES.get(source or '', '')}"
+
+
+def _version(template: Template) -> str:
+    """The version number, and how the groups name it when not by that number."""
+    if template.version is None:
+        return "-"
+    names = [r for r in template.referenced_as if r != str(template.version)]
+    return f"{template.version} ({', '.join(names)})" if names else str(template.version)
+
+
+def _report(instances, templates, defaults, configurations, summary, multi, skipped, errors) -> list[str]:
     header = list(HEADER)
     rows = [
         [
@@ -396,7 +1000,7 @@ def _report(instances: list[Instance], summary: dict, multi: bool, skipped: list
             "yes" if i.published else "no",
             {True: "required", False: "optional", None: "-"}[i.imdsv2_required],
             "-" if i.hop_limit is None else str(i.hop_limit),
-            "; ".join(i.findings) or "-",
+            "; ".join(f["message"] for f in i.findings) or "-",
         ]
         for i in instances
     ]
@@ -405,15 +1009,59 @@ def _report(instances: list[Instance], summary: dict, multi: bool, skipped: list
         for row, instance in zip(rows, instances, strict=True):
             row.insert(0, instance.account)
     lines = table(rows, header) if rows else ["no container instances found"]
+
+    if templates:
+        header = list(TEMPLATE_HEADER)
+        rows = [
+            [
+                t.label,
+                _version(t),
+                ", ".join(t.auto_scaling_groups),
+                t.image_id or "-",
+                "yes" if t.published else "no",
+                _effective(t.effective_http_tokens, t.effective_from.get("http_tokens")),
+                _effective(t.effective_hop_limit, t.effective_from.get("hop_limit")),
+                t.error or "; ".join(f["message"] for f in t.findings) or "-",
+            ]
+            for t in templates
+        ]
+        if multi:
+            header.insert(0, "ACCOUNT")
+            for row, template in zip(rows, templates, strict=True):
+                row.insert(0, template.account or "-")
+        lines += ["", *table(rows, header)]
+    for c in configurations:
+        account = f"account {c['account']}: " if multi else ""
+        lines.append(
+            f"{account}Auto Scaling group {c['auto_scaling_group']} launches from launch configuration "
+            f"{c['launch_configuration']}: its metadata options are not audited; move it to a launch template"
+        )
+
+    lines.append("")
+    for d in defaults:
+        shown = ", ".join(
+            f"{name} {'no preference' if d[key] is None else d[key]}"
+            for name, key in (
+                ("HttpTokens", "http_tokens"),
+                ("hop limit", "hop_limit"),
+                ("endpoint", "http_endpoint"),
+            )
+        )
+        account = f"account {d['account']} " if multi else ""
+        found = "; ".join(f["message"] for f in d["findings"])
+        lines.append(f"{account}IMDS defaults ({d['region']}): {shown}{'; ' + found if found else ''}")
     s = summary
     accounts = f"{s['accounts']} accounts, " if multi else ""
     lines += [
-        "",
         f"{s['instances']} container instances in {accounts}{s['clusters']} clusters ({s['region']}); "
         f"{s['published_amis']} published AMIs under {s['prefix']}",
         f"on a published golden AMI: {s['published']}, not: {s['not_published']}",
-        f"IMDSv1 allowed: {s['imdsv1_allowed']}; hop limit > 1: {s['hop_limit_over_1']}",
+        f"IMDSv1 allowed: {s['imdsv1_allowed']}; hop limit > 2: {s['hop_limit_over_2']}; "
+        f"hop limit 2 without the host block: {s['hop_limit_2_without_block']}",
+        f"hop limit 1: {s['hop_limit_1']} (fine, but allowlisted bridge daemons need 2 for an IMDSv2 token)",
         f"instances with findings: {s['with_findings']} ({s['findings']} findings)",
+        f"launch templates: {s['launch_templates']}, with findings: {s['launch_templates_with_findings']} "
+        f"({s['launch_template_findings']} findings)",
     ]
     if skipped:
         lines.append(f"skipped: {len(skipped)} (gone during the audit or no EC2 instance; see the log)")
