@@ -1,7 +1,7 @@
 """An instance booted from the golden image, with the EC2 network fixture around it.
 
 Built from golden_ami's own blocks, as `make image` verifies its image: systemd_container
-boots it, molecule/shared/prepare.yml adds the fake IMDS in the `imds` namespace, the fake
+boots it, molecule/fixture/prepare.yml adds the fake IMDS in the `imds` namespace, the fake
 ECS agent and the Docker networks (imds-allowed among them). On top, for the benchmarks: the
 bench image loaded into the inner Docker, and the client scripts and botocore under /opt/bench.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from golden_ami.local_host import LocalHost, systemd_container
-from golden_ami.make_image import SHARED, playbook
+from golden_ami.make_image import FIXTURE, playbook
 
 from benchmarks import images
 from benchmarks.progress import log
@@ -47,7 +47,7 @@ def golden_instance(golden: str, bench: str, log_file: Path) -> Iterator[LocalHo
         # prepare.yml saves the probe image under MOLECULE_EPHEMERAL_DIRECTORY (default /tmp):
         # a directory of our own keeps a concurrent `make image` from sharing the file.
         with _environ(MOLECULE_EPHEMERAL_DIRECTORY=scratch):
-            if playbook(host.name, SHARED / "prepare.yml", [], log_file):
+            if playbook(host.name, FIXTURE / "prepare.yml", [], log_file):
                 raise RuntimeError(f"prepare.yml failed; see {log_file}")
         log(f"loading {bench} into the inner Docker and copying the clients and botocore")
         save = subprocess.Popen(["docker", "save", bench], stdout=subprocess.PIPE)

@@ -24,7 +24,7 @@ from botocore.utils import InstanceMetadataFetcher
 
 IMDS = "169.254.169.254"
 TIMEOUT = 1.0  # botocore's DEFAULT_METADATA_SERVICE_TIMEOUT
-FIXTURE_KEY = "ASIAFAKEFIXTURE00001"  # molecule/shared/files/fake-endpoint
+FIXTURE_KEY = "ASIAFAKEFIXTURE00001"  # molecule/fixture/files/fake-endpoint
 FIXTURE_INSTANCE = b"i-0fa4e1dc0ffee0001"
 
 

@@ -28,10 +28,12 @@ from golden_ami import PROJECT_ROOT
 from golden_ami.local_host import systemd_container
 
 PLAYBOOK = PROJECT_ROOT / "playbooks" / "golden-ami.yml"
-SHARED = PROJECT_ROOT / "molecule" / "shared"
+# The fake EC2 network around the booted image, and the checks run against it.
+FIXTURE = PROJECT_ROOT / "molecule" / "fixture"
+VERIFY = PROJECT_ROOT / "playbooks" / "verify.yml"
 # The inputs Molecule converges with (the allowlisted daemon network among them), so that
 # verify's expectations hold for the image too.
-FIXTURE_VARS = SHARED / "group_vars" / "all" / "fixture.yml"
+FIXTURE_VARS = FIXTURE / "group_vars" / "all" / "fixture.yml"
 CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
 BASES = {
     "debian12": None,  # built offline by scripts/build-base-images
@@ -200,9 +202,9 @@ def build(args, log: Path, report: Path) -> tuple[str, str, bool]:
 
     progress(4, f"booting {args.tag} as a new instance and verifying the data path")
     with systemd_container(args.tag, prefix="ecs-imds-verify") as instance:
-        if playbook(instance.name, SHARED / "prepare.yml", args.extra_vars, log):
+        if playbook(instance.name, FIXTURE / "prepare.yml", args.extra_vars, log):
             raise BuildError(f"the network fixture could not be built; see {log}")
-        verified = playbook(instance.name, SHARED / "verify.yml", args.extra_vars, log, report) == 0
+        verified = playbook(instance.name, VERIFY, [f"@{FIXTURE_VARS}", *args.extra_vars], log, report) == 0
     return source, artifact, verified
 
 
