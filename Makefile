@@ -1,29 +1,31 @@
 # The README's two commands, `make test` and `make image`, and `make ami` for a real AMI.
 SHELL := /bin/bash
 VENV := .venv
-TOX := $(VENV)/bin/tox
 OS ?= al2023
 ARCH ?= x86_64
 PACKER_VARS = -var git_commit=$$(git rev-parse HEAD)
 
 .PHONY: test image ami bench lint unit molecule clean
 
-# tox runs the tests in environments of its own; boto3 here serves `make ami`'s preflight.
+# One environment for every tool (pyproject.toml's dev extras), installed with uv: `make test`,
+# `make image`, Molecule for role authors (.venv/bin/molecule) and `make ami`'s preflight use it.
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip \
-		"$$(grep -o 'tox==[0-9.]*' pyproject.toml)" "$$(grep -o 'boto3==[0-9.]*' pyproject.toml)"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep -o 'uv==[0-9.]*' pyproject.toml)"
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[dev]'
 	touch $@
 
-## test: set up the tools, then run lint, unit tests and Molecule (needs Docker)
-test: $(VENV)/.ready
-	scripts/ensure-docker
-	$(TOX)
+## test: check and install the system tools, set up .venv, then lint, unit tests, Molecule on
+##       Debian 12 and 13, and make image; prints each stage's time (needs Docker; root installs)
+test:
+	scripts/make-test
 
 ## image: apply playbooks/golden-ami.yml to a local host image and verify it
-image: $(VENV)/.ready
+image:
+	scripts/preflight image
+	$(MAKE) --no-print-directory $(VENV)/.ready
 	scripts/ensure-docker
-	$(TOX) -e image
+	$(VENV)/bin/python -m golden_ami.make_image
 
 ## ami: a real AMI with Packer (OS=al2023|al2, ARCH=x86_64|arm64); needs AWS credentials
 ami: $(VENV)/.ready
@@ -33,12 +35,14 @@ ami: $(VENV)/.ready
 	packer build -only="amazon-ebs.$(OS)-$(ARCH)" $(PACKER_VARS) packer/
 
 ## bench: IMDS time-to-fail, role cost, data-path overhead, audit scaling (Docker, root; 7-12 min)
-bench: $(VENV)/.ready
+bench:
+	scripts/preflight bench
+	$(MAKE) --no-print-directory $(VENV)/.ready
 	scripts/ensure-docker
-	$(TOX) -e bench -- $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
-lint unit molecule: $(VENV)/.ready
-	$(TOX) -e $@
+lint unit molecule:
+	scripts/make-test $@
 
 clean:
 	rm -rf $(VENV) .tox
