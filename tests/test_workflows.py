@@ -10,6 +10,10 @@
   .github/actions/require-variables, before it assumes its role.
 - Every action from another repository is pinned to a full commit SHA, with its version in a
   comment.
+- ci.yml also runs the Molecule scenario for real on every OS the pipeline builds (Amazon
+  Linux 2023 and 2, from their registry images), as root, one matrix leg per OS, AL2 with the
+  ansible-core 2.16 controller golden-ami.yml uses; golden-ami.yml's build needs the test job
+  that calls ci.yml, so it waits for that job too.
 - actionlint (with shellcheck for the `run:` scripts) reports nothing. It is required: without
   it this test fails, it never skips.
 
@@ -33,6 +37,7 @@ GOLDEN = WORKFLOWS / "golden-ami.yml"
 CI = WORKFLOWS / "ci.yml"
 REQUIRE_VARIABLES = ".github/actions/require-variables"
 CONFIGURE_AWS = "aws-actions/configure-aws-credentials"
+MOLECULE_JOB = "molecule-amazonlinux"
 SHA = re.compile(r"[0-9a-f]{40}")
 # `uses: owner/repo[/path]@ref  # vX.Y.Z` on one line.
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<action>[^@\s]+)@(?P<ref>\S+)(?P<rest>.*)$")
@@ -334,6 +339,93 @@ def test_make_test_runs_as_root_with_the_runner_path(ci):
     ]
     assert script.startswith("sudo "), "make test needs root for iptables and network namespaces"
     assert "PATH=$PATH" in script, "sudo resets PATH: pass on the Python and Packer set up for the job"
+
+
+# --- ci.yml: Molecule on Amazon Linux ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def molecule_job(ci) -> dict:
+    assert MOLECULE_JOB in jobs(ci), f"ci.yml needs the {MOLECULE_JOB} job (Molecule on Amazon Linux)"
+    return jobs(ci)[MOLECULE_JOB]
+
+
+def step_running(job: dict, command: str) -> tuple[int, dict]:
+    (found,) = [(index, step) for index, step in enumerate(steps(job)) if command in step.get("run", "")]
+    return found
+
+
+def test_molecule_runs_on_every_os_the_pipeline_builds(golden, molecule_job):
+    distros = molecule_job["strategy"]["matrix"]["distro"]
+    assert {"al2023", "al2"} <= set(distros), f"matrix distro {distros}: Amazon Linux 2023 and 2"
+    built = set(triggers(golden)["workflow_dispatch"]["inputs"]["os"]["options"]) - {"all"}
+    assert set(distros) == built, f"Molecule runs on {sorted(distros)}, golden-ami.yml builds {sorted(built)}"
+    assert molecule_job["strategy"].get("fail-fast") is False, "one failed leg must not cancel the other"
+    assert molecule_job["runs-on"] == "ubuntu-latest", "a GitHub-hosted runner: amazonlinux images pull"
+
+
+def test_molecule_runs_the_matrix_distro_as_root_with_the_project_ansible_settings(ci, molecule_job):
+    _, step = step_running(molecule_job, "molecule test")
+    script = step["run"]
+    assert script.startswith("sudo "), "Molecule runs as root, as make test runs it"
+    assert "PATH=$PATH" in script, "sudo resets PATH: pass on the Python and tools set up for the job"
+    assert re.search(r"\bMOLECULE_DISTRO=\$\{\{ matrix\.distro \}\} molecule test\b", script), (
+        f"molecule test must take MOLECULE_DISTRO from the matrix: {script!r}"
+    )
+    settings = {**ci.get("env", {}), **molecule_job.get("env", {}), **step.get("env", {})}
+    assert str(settings.get("ANSIBLE_CONFIG", "")).endswith("/ansible.cfg"), "ANSIBLE_CONFIG: ansible.cfg"
+    assert str(settings.get("ANSIBLE_ROLES_PATH", "")).endswith("/roles"), "ANSIBLE_ROLES_PATH: roles"
+
+
+def test_molecule_job_sets_up_python_tools_and_images_first(ci, golden, molecule_job):
+    (python,) = uses_of(molecule_job, "actions/setup-python")
+    assert python["with"]["python-version"] == "${{ env.PYTHON_VERSION }}"
+    assert ci["env"]["PYTHON_VERSION"] == golden["env"]["PYTHON_VERSION"]
+    molecule_at, _ = step_running(molecule_job, "molecule test")
+    tools_at, _ = step_running(molecule_job, "make .venv/.ready")
+    assert re.search(r"^\$\(VENV\)/\.ready:", (ROOT / "Makefile").read_text(), re.MULTILINE), (
+        "the Makefile's .venv/.ready target installs the pinned tools"
+    )
+    debootstrap_at, _ = step_running(molecule_job, "install -y -q --no-install-recommends debootstrap")
+    images_at, images = step_running(molecule_job, "scripts/build-base-images")
+    assert images["run"].startswith("sudo ") and "${{ matrix.distro }}" in images["run"], (
+        "build the matrix distro's host image as root (debootstrap for the probe image)"
+    )
+    assert max(tools_at, debootstrap_at, images_at) < molecule_at, "tools and images before molecule test"
+
+
+def test_al2_leg_gets_the_ansible_core_216_controller_of_the_al2_builds(ci, golden, molecule_job):
+    assert ci["env"]["AL2_ANSIBLE_CORE"] == golden["env"]["AL2_ANSIBLE_CORE"], (
+        "Molecule and the AL2 builds use one ansible-core 2.16"
+    )
+    assert re.fullmatch(r"ansible-core==2\.16\.(\d+)", ci["env"]["AL2_ANSIBLE_CORE"])
+    assert int(ci["env"]["AL2_ANSIBLE_CORE"].rsplit(".", 1)[1]) >= 19, (
+        "Molecule 26 needs ansible-core >= 2.16.19"
+    )
+    at, step = step_running(molecule_job, '"$AL2_ANSIBLE_CORE"')
+    assert step.get("if") == "matrix.distro == 'al2'", "only the AL2 leg gets ansible-core 2.16"
+    assert "pip install" in step["run"]
+    assert at < step_running(molecule_job, "molecule test")[0]
+
+
+def test_molecule_job_is_read_only_pinned_and_time_limited(molecule_job):
+    assert molecule_job.get("permissions") == {"contents": "read"}, "the Molecule job only reads"
+    assert isinstance(molecule_job.get("timeout-minutes"), int)
+    for step in steps(molecule_job):
+        action, _, ref = step.get("uses", "./").partition("@")
+        assert action.startswith("./") or SHA.fullmatch(ref), f"{action} must be pinned to a commit SHA"
+
+
+def test_golden_ami_build_waits_for_molecule(golden, ci, molecule_job):
+    """build needs test, test calls ci.yml, and a called workflow's job passes only when all of its
+    jobs do. A skipped job or one allowed to fail would not hold the build back."""
+    callers = {name for name, job in jobs(golden).items() if job.get("uses") == "./.github/workflows/ci.yml"}
+    assert callers, "golden-ami.yml must call ci.yml"
+    assert needs(jobs(golden)["build"]) & callers, "build must need the job that calls ci.yml"
+    assert "workflow_call" in triggers(ci)
+    assert "if" not in molecule_job, f"{MOLECULE_JOB} must run whenever ci.yml runs"
+    assert not molecule_job.get("continue-on-error"), f"a failed {MOLECULE_JOB} must fail ci.yml"
+    assert not any(step.get("continue-on-error") for step in steps(molecule_job))
 
 
 # --- both: pinned actions, actionlint ---------------------------------------------------------
