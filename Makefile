@@ -25,11 +25,11 @@ image:
 	scripts/preflight image
 	$(MAKE) --no-print-directory $(VENV)/.ready
 	scripts/ensure-docker
-	$(VENV)/bin/python -m golden_ami.make_image
+	PYTHONPATH=scripts $(VENV)/bin/python -m local_image.make_image
 
 ## ami: a real AMI with Packer (OS=al2023|al2, ARCH=x86_64|arm64); needs AWS credentials
 ami: $(VENV)/.ready
-	PYTHONPATH=scripts $(VENV)/bin/python -m golden_ami.preflight --os "$(OS)" --arch "$(ARCH)"
+	PYTHONPATH=scripts $(VENV)/bin/python -m ami_preflight --os "$(OS)" --arch "$(ARCH)"
 	packer init packer/
 	packer validate $(PACKER_VARS) packer/
 	packer build -only="amazon-ebs.$(OS)-$(ARCH)" $(PACKER_VARS) packer/

@@ -1,7 +1,7 @@
 """Measurement 4: API calls and wall time of `golden-ami audit` as one cluster grows.
 
 Against moto in this process, with moto made to page and refuse as AWS does
-(benchmarks/moto_paging.py), one cluster of n container instances on a published golden AMI.
+(scripts/moto_aws.py), one cluster of n container instances on a published golden AMI.
 The audit runs as the CLI runs it (its own parser, audit.run, an Aws that counts calls);
 only the audit is timed, not building the fleet. The count checked, for one named cluster:
 
@@ -13,8 +13,8 @@ that is, ceil(n/100) plus ceil(n/1000) per kind of call, not n. The fleet has no
 group, so no DescribeCapacityProviders, DescribeAutoScalingGroups or
 DescribeLaunchTemplateVersions (tests/test_audit.py counts those).
 
-moto 5.2.5 has no GetInstanceMetadataDefaults: imds_defaults_stubbed() answers it with
-botocore's Stubber, for this benchmark and for tests/test_audit.py.
+moto 5.2.5 has no GetInstanceMetadataDefaults: scripts/moto_aws.py's imds_defaults_stubbed()
+answers it with botocore's Stubber, here and in tests/test_audit.py.
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from unittest import mock
 
 import boto3
-from botocore.stub import Stubber
+from moto_aws import imds_defaults_stubbed, paging_like_aws
+
+from benchmarks.progress import log
 from golden_ami import audit, cli
 from golden_ami.aws import Aws
-
-from benchmarks.moto_paging import paging_like_aws
-from benchmarks.progress import log
 
 REGION = "eu-west-1"
 CLUSTER = "bench"
@@ -65,63 +63,6 @@ def expected_calls(n: int) -> dict[str, int]:
         "ec2:GetInstanceMetadataDefaults": 1,
         "ssm:GetParametersByPath": 1,
     }
-
-
-class OneOperationStubber(Stubber):
-    """botocore's Stubber for one operation of a client; the client's other calls go on (to
-    moto). Its handlers sit on the generic events, registered last, so that Aws's call
-    counter (registered on the session) still counts the stubbed calls."""
-
-    def __init__(self, client, operation: str):
-        super().__init__(client)
-        self.operation = operation
-
-    def _only(self, handler):
-        def filtered(model, **kwargs):
-            return handler(model=model, **kwargs) if model.name == self.operation else None
-
-        return filtered
-
-    def activate(self):
-        events = self.client.meta.events
-        events.register_first(
-            "before-parameter-build",
-            self._only(self._assert_expected_params),
-            unique_id=self._expected_params_event_id,
-        )
-        events.register_last("before-call", self._only(self._get_response_handler), unique_id=self._event_id)
-
-    def deactivate(self):
-        events = self.client.meta.events
-        events.unregister("before-parameter-build", unique_id=self._expected_params_event_id)
-        events.unregister("before-call", unique_id=self._event_id)
-
-
-@contextlib.contextmanager
-def imds_defaults_stubbed(defaults: dict[str, dict] | None = None) -> Iterator[dict[str, dict]]:
-    """GetInstanceMetadataDefaults, which moto 5.2.5 lacks, answered by botocore's Stubber on
-    every EC2 client an Aws makes: {"AccountLevel": defaults[account]}, the account being
-    moto's for the session's access key; an account not in defaults has no preference. One
-    answer per client (the audit asks once per account): a second call fails the run. Fill
-    defaults before the run; the same dict is yielded."""
-    from moto.iam.models import get_account_id_from
-
-    defaults = {} if defaults is None else defaults
-    made = Aws.client
-
-    def client(self, service, region=None):
-        new = (service, region or self.region) not in self._clients
-        result = made(self, service, region)
-        if service == "ec2" and new:
-            account = get_account_id_from(self.session.get_credentials().access_key)
-            stubber = OneOperationStubber(result, "GetInstanceMetadataDefaults")
-            response = {"AccountLevel": defaults.get(account, {})}
-            stubber.add_response("get_instance_metadata_defaults", response, {})
-            stubber.activate()
-        return result
-
-    with mock.patch.object(Aws, "client", client):
-        yield defaults
 
 
 @contextlib.contextmanager

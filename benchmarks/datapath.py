@@ -20,8 +20,8 @@ import json
 import subprocess
 
 import yaml
-from golden_ami import PROJECT_ROOT
-from golden_ami.local_host import LocalHost
+from local_image import PROJECT_ROOT
+from local_image.host import LocalHost
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 
 import yaml
-from golden_ami import PROJECT_ROOT
-from golden_ami.local_host import LocalHost, systemd_container
+from local_image import PROJECT_ROOT
+from local_image.host import LocalHost, systemd_container
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log

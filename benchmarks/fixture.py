@@ -1,6 +1,6 @@
 """An instance booted from the golden image, with the EC2 network fixture around it.
 
-Built from golden_ami's own blocks, as `make image` verifies its image: systemd_container
+Built from local_image's own blocks, as `make image` verifies its image: systemd_container
 boots it, molecule/fixture/prepare.yml adds the fake IMDS in the `imds` namespace, the fake
 ECS agent and the Docker networks (imds-allowed among them). On top, for the benchmarks: the
 bench image loaded into the inner Docker, and the client scripts and botocore under /opt/bench.
@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from golden_ami.local_host import LocalHost, systemd_container
-from golden_ami.make_image import FIXTURE, playbook
+from local_image.host import LocalHost, systemd_container
+from local_image.make_image import FIXTURE, playbook
 
 from benchmarks import images
 from benchmarks.progress import log

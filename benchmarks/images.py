@@ -1,6 +1,6 @@
 """The images the benchmarks run on, built once and reused.
 
-- ecs-imds-golden:local: the `make image` result, built with golden_ami.make_image if missing.
+- ecs-imds-golden:local: the `make image` result, built with local_image.make_image if missing.
 - ecs-imds-bench:latest: the offline Debian base plus iptables-persistent (its autosave
   questions preseeded, as the role answers them), iperf3 and ping. It is the fresh target of
   the role-cost measurement (so neither the role nor the shell recipe downloads anything) and,
@@ -18,7 +18,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from golden_ami import PROJECT_ROOT, make_image
+from local_image import PROJECT_ROOT, make_image
 
 from benchmarks.progress import log
 
@@ -70,7 +70,7 @@ def ensure_golden(tag: str = GOLDEN, rebuild: bool = False) -> tuple[str, bool]:
     old = image_id(tag)
     if old and not rebuild:
         return tag, False
-    log(f"{tag} {'rebuild' if old else 'missing'}: building it with golden_ami.make_image (2-3 minutes)")
+    log(f"{tag} {'rebuild' if old else 'missing'}: building it with local_image.make_image (2-3 minutes)")
     with contextlib.redirect_stdout(sys.stderr):  # its report is progress here; stdout is our table
         failed = make_image.main(["--tag", tag, "--manifest", str(GOLDEN_MANIFEST)])
     if failed:

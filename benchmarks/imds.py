@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from golden_ami.local_host import LocalHost
+from local_image.host import LocalHost
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log

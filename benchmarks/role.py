@@ -5,7 +5,7 @@ already installed and its autosave questions answered, so nothing is downloaded 
 side) and times, from this controller, excluding boot:
 
 - first converge: playbooks/golden-ami.yml (role + build hygiene, with the inputs `make image`
-  uses), through golden_ami.make_image.playbook, on a fresh target;
+  uses), through local_image.make_image.playbook, on a fresh target;
 - idempotent re-run: the same playbook again on that target (its PLAY RECAP must say changed=0);
 - the role alone, re-run (benchmarks/playbooks/role-only.yml): the role's share of it;
 - the shell recipe on another fresh target, through one `docker exec`.
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from golden_ami.local_host import LocalHost, systemd_container
-from golden_ami.make_image import FIXTURE_VARS, PLAYBOOK, playbook
+from local_image.host import LocalHost, systemd_container
+from local_image.make_image import FIXTURE_VARS, PLAYBOOK, playbook
 
 from benchmarks import stats
 from benchmarks.fixture import PREFIX

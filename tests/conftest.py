@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "ecs_imds_block"
 sys.path.insert(0, str(ROLE / "filter_plugins"))
 sys.path.insert(0, str(ROLE / "module_utils"))  # the merge the role and the host share
-sys.path.insert(0, str(ROOT / "scripts"))  # golden_ami, also when not installed
-sys.path.insert(0, str(ROOT))  # benchmarks (its moto paging patch)
+sys.path.insert(0, str(ROOT / "src"))  # golden_ami, also when not installed
+sys.path.insert(0, str(ROOT / "scripts"))  # the checkout tools: local_image, ami_preflight, moto_aws
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
 

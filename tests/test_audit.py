@@ -3,23 +3,21 @@
 The findings follow the threat model's table; each of its rows has a test here for running
 instances, for launch template versions and, where it applies, for the account's IMDS
 defaults. moto 5.2.5 lacks GetInstanceMetadataDefaults: botocore's Stubber answers it
-(benchmarks.audit_scaling.imds_defaults_stubbed), everything else goes to moto.
+(scripts/moto_aws.py's imds_defaults_stubbed), everything else goes to moto.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
 import boto3
 import pytest
+from moto import mock_aws
+from moto_aws import capacity_providers_paged_like_aws, imds_defaults_stubbed, paging_like_aws
+
 from golden_ami import audit, cli
 from golden_ami.aws import Aws, NotFoundError, UsageError
-from moto import mock_aws
-
-from benchmarks.audit_scaling import imds_defaults_stubbed
-from benchmarks.moto_paging import paging_like_aws
 
 REGION = "eu-west-1"
 CALLER = "123456789012"  # moto's default account
@@ -71,34 +69,6 @@ def client(service: str, session=None):
         made = (session or boto3.session.Session(region_name=REGION)).client(service, region_name=REGION)
         CLIENTS[key] = (session, made)  # the session is kept, so that its id is not reused
     return CLIENTS[key][1]
-
-
-@contextlib.contextmanager
-def capacity_providers_paged_like_aws():
-    """moto 5.2.5 returns every capacity provider in one DescribeCapacityProviders page; AWS
-    returns at most maxResults (1-10, 10 without it) and takes at most 100 names."""
-    from unittest import mock
-
-    from moto.core.responses import ActionResult
-    from moto.ecs.exceptions import InvalidParameterException
-    from moto.ecs.responses import EC2ContainerServiceResponse
-
-    def describe_capacity_providers(self):
-        names = self._get_param("capacityProviders") or []
-        size = int(self._get_param("maxResults") or 10)
-        if len(names) > 100 or not 1 <= size <= 10:
-            raise InvalidParameterException("at most 100 capacityProviders; maxResults 1-10")
-        providers, failures = self.ecs_backend.describe_capacity_providers(names)
-        start = int(self._get_param("nextToken") or 0)
-        result = {"capacityProviders": providers[start : start + size], "failures": failures}
-        if start + size < len(providers):
-            result["nextToken"] = str(start + size)
-        return ActionResult(result)
-
-    with mock.patch.object(
-        EC2ContainerServiceResponse, "describe_capacity_providers", describe_capacity_providers
-    ):
-        yield
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import subprocess
 import time
 
 import pytest
-from golden_ami.local_host import LocalHost, systemd_container
-from golden_ami.make_image import FIXTURE, FIXTURE_VARS, playbook
+from local_image.host import LocalHost, systemd_container
+from local_image.make_image import FIXTURE, FIXTURE_VARS, playbook
+
 from golden_ami.userdata import build_user_data
 
 pytestmark = pytest.mark.docker

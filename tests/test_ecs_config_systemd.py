@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from golden_ami.local_host import systemd_container
+from local_image.host import systemd_container
 from test_ecs_config import merge
 
 pytestmark = pytest.mark.docker

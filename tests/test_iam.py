@@ -6,7 +6,7 @@
   own condition) looks incomplete to it. With iam/parliament.yaml, as `parliament --config` runs
   it, nothing at all is reported.
 - No policy grants `*`, a service wildcard or any other wildcard action.
-- Coverage: every boto3 call in scripts/golden_ami is found statically (ast), mapped to its IAM
+- Coverage: every boto3 call in src/golden_ami is found statically (ast), mapped to its IAM
   action through botocore's own service and waiter models, and must be allowed by the policy of
   the command that makes it. A call the extractor cannot resolve fails the test, naming it, so
   new code cannot slip past. The CLI policies grant exactly what the code calls, nothing more.
@@ -36,12 +36,12 @@ from botocore import xform_name
 
 ROOT = Path(__file__).resolve().parents[1]
 IAM = ROOT / "iam"
-PACKAGE = ROOT / "scripts" / "golden_ami"
+PACKAGE = ROOT / "src" / "golden_ami"
 PARLIAMENT_CONFIG = IAM / "parliament.yaml"
 
 POLICIES = ("audit-readonly.json", "packer-build.json", "publish-cleanup.json")
 
-# Which policy each module's AWS calls need. Every module of scripts/golden_ami must be listed,
+# Which policy each module's AWS calls need. Every module of src/golden_ami must be listed,
 # so a new one cannot escape; None means "makes no AWS call" (asserted), except aws.py, whose
 # helper methods (Aws.assume) are charged to the modules that call them.
 MODULE_POLICY = {
@@ -53,13 +53,9 @@ MODULE_POLICY = {
     "aws": None,
     "__init__": None,
     "cli": None,
-    "local_host": None,
-    "make_image": None,
     "manifest": None,
     "output": None,
-    "preflight": None,
     "userdata": None,
-    "callback_plugins.golden_report": None,
 }
 HELPER_MODULE = "aws"
 CLIENT_FACTORY = ("aws", "client")  # Aws.client(service, ...): the one client(...) with a variable service

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from golden_ami import make_image
+from local_image import make_image
 
 
 def test_time_to_fail_reads_only_passed_blocked_probes():

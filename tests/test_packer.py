@@ -17,9 +17,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import ami_preflight as preflight
 import pytest
-from golden_ami import manifest, preflight
 from support.packer import EvalError, Parameter, Templates, text
+
+from golden_ami import manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKER_DIR = ROOT / "packer"

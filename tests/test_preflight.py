@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ami_preflight as preflight
 import pytest
-from golden_ami import preflight
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
     found = {}
     for _, put_path, mode, merge_path, content in HEREDOC.findall(script):
         found[put_path or merge_path] = (mode or "merge", content)
-    assert len(found) == script.count("<<"), "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
+    assert len(found) == script.count("<<'ECS_IMDS_BLOCK_EOF'"), "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
     return found
 
 

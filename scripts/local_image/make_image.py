@@ -24,8 +24,8 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from golden_ami import PROJECT_ROOT
-from golden_ami.local_host import systemd_container
+from local_image import PROJECT_ROOT
+from local_image.host import systemd_container
 
 PLAYBOOK = PROJECT_ROOT / "playbooks" / "golden-ami.yml"
 # The fake EC2 network around the booted image, and the checks run against it.

@@ -1,8 +1,10 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Run the offline base image as a host: systemd as PID 1 and Docker inside, the way
 Molecule's platform does (molecule/default/molecule.yml holds the same flags).
 
---privileged fails on these machines: the sandbox withholds SYS_RESOURCE. So capabilities
-are listed explicitly.
+Capabilities are listed one by one, not --privileged: --privileged needs every capability,
+SYS_RESOURCE among them, which a container engine may withhold.
 """
 
 from __future__ import annotations

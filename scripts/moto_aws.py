@@ -1,0 +1,152 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
+"""moto made to behave as AWS does where `golden-ami audit` depends on it, so that API call
+counts mean something. For the audit benchmark and tests/test_audit.py; a checkout tool, not
+part of the installable package.
+
+paging_like_aws(): moto 5.2.5 returns every container instance in one ListContainerInstances
+page (AWS: at most maxResults, 100 by default and at most) and an empty list for a missing
+cluster (AWS: ClusterNotFoundException); it accepts any number of container instances in
+DescribeContainerInstances (AWS: 100) and of InstanceIds in DescribeInstances (1000).
+
+capacity_providers_paged_like_aws(): moto 5.2.5 returns every capacity provider in one
+DescribeCapacityProviders page; AWS returns at most maxResults (1-10, 10 without it) and
+takes at most 100 names.
+
+imds_defaults_stubbed(): moto 5.2.5 has no GetInstanceMetadataDefaults; botocore's Stubber
+answers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from unittest import mock
+
+from botocore.stub import Stubber
+
+from golden_ami.aws import Aws
+
+
+@contextlib.contextmanager
+def paging_like_aws() -> Iterator[None]:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidParameterValueError
+    from moto.ec2.responses.instances import InstanceResponse
+    from moto.ecs.exceptions import InvalidParameterException
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    def list_container_instances(self):
+        cluster = self._get_param("cluster", "default")
+        self.ecs_backend._get_cluster(cluster)  # ClusterNotFoundException
+        arns = self.ecs_backend.list_container_instances(cluster, status=self._get_param("status"))
+        size = int(self._get_param("maxResults") or 100)
+        if not 1 <= size <= 100:
+            raise InvalidParameterException("maxResults must be between 1 and 100")
+        start = int(self._get_param("nextToken") or 0)
+        result = {"containerInstanceArns": arns[start : start + size]}
+        if start + size < len(arns):
+            result["nextToken"] = str(start + size)
+        return ActionResult(result)
+
+    describe_container_instances = EC2ContainerServiceResponse.describe_container_instances
+
+    def describe_at_most_100(self):
+        if len(self._get_param("containerInstances") or []) > 100:
+            raise InvalidParameterException("containerInstances can have at most 100 items")
+        return describe_container_instances(self)
+
+    describe_instances = InstanceResponse.describe_instances
+
+    def describe_at_most_1000(self):
+        if len(self._get_param("InstanceIds", [])) > 1000:
+            raise InvalidParameterValueError("InstanceIds (more than 1000)")
+        return describe_instances(self)
+
+    with (
+        mock.patch.object(EC2ContainerServiceResponse, "list_container_instances", list_container_instances),
+        mock.patch.object(EC2ContainerServiceResponse, "describe_container_instances", describe_at_most_100),
+        mock.patch.object(InstanceResponse, "describe_instances", describe_at_most_1000),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def capacity_providers_paged_like_aws() -> Iterator[None]:
+    from moto.core.responses import ActionResult
+    from moto.ecs.exceptions import InvalidParameterException
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    def describe_capacity_providers(self):
+        names = self._get_param("capacityProviders") or []
+        size = int(self._get_param("maxResults") or 10)
+        if len(names) > 100 or not 1 <= size <= 10:
+            raise InvalidParameterException("at most 100 capacityProviders; maxResults 1-10")
+        providers, failures = self.ecs_backend.describe_capacity_providers(names)
+        start = int(self._get_param("nextToken") or 0)
+        result = {"capacityProviders": providers[start : start + size], "failures": failures}
+        if start + size < len(providers):
+            result["nextToken"] = str(start + size)
+        return ActionResult(result)
+
+    with mock.patch.object(
+        EC2ContainerServiceResponse, "describe_capacity_providers", describe_capacity_providers
+    ):
+        yield
+
+
+class OneOperationStubber(Stubber):
+    """botocore's Stubber for one operation of a client; the client's other calls go on (to
+    moto). Its handlers sit on the generic events, registered last, so that Aws's call
+    counter (registered on the session) still counts the stubbed calls."""
+
+    def __init__(self, client, operation: str):
+        super().__init__(client)
+        self.operation = operation
+
+    def _only(self, handler):
+        def filtered(model, **kwargs):
+            return handler(model=model, **kwargs) if model.name == self.operation else None
+
+        return filtered
+
+    def activate(self):
+        events = self.client.meta.events
+        events.register_first(
+            "before-parameter-build",
+            self._only(self._assert_expected_params),
+            unique_id=self._expected_params_event_id,
+        )
+        events.register_last("before-call", self._only(self._get_response_handler), unique_id=self._event_id)
+
+    def deactivate(self):
+        events = self.client.meta.events
+        events.unregister("before-parameter-build", unique_id=self._expected_params_event_id)
+        events.unregister("before-call", unique_id=self._event_id)
+
+
+@contextlib.contextmanager
+def imds_defaults_stubbed(defaults: dict[str, dict] | None = None) -> Iterator[dict[str, dict]]:
+    """GetInstanceMetadataDefaults, which moto 5.2.5 lacks, answered by botocore's Stubber on
+    every EC2 client an Aws makes: {"AccountLevel": defaults[account]}, the account being
+    moto's for the session's access key; an account not in defaults has no preference. One
+    answer per client (the audit asks once per account): a second call fails the run. Fill
+    defaults before the run; the same dict is yielded."""
+    from moto.iam.models import get_account_id_from
+
+    defaults = {} if defaults is None else defaults
+    made = Aws.client
+
+    def client(self, service, region=None):
+        new = (service, region or self.region) not in self._clients
+        result = made(self, service, region)
+        if service == "ec2" and new:
+            account = get_account_id_from(self.session.get_credentials().access_key)
+            stubber = OneOperationStubber(result, "GetInstanceMetadataDefaults")
+            response = {"AccountLevel": defaults.get(account, {})}
+            stubber.add_response("get_instance_metadata_defaults", response, {})
+            stubber.activate()
+        return result
+
+    with mock.patch.object(Aws, "client", client):
+        yield defaults
