@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROLE
+from imds_rules import imds_rules
 
 
 @pytest.fixture
@@ -140,17 +141,71 @@ def test_without_a_mode_an_existing_file_keeps_its_own_and_a_new_one_is_0600(run
         ({"group": "no-such-group-here"}, "group 'no-such-group-here' does not exist on this host"),
         ({"validate": "iptables-restore --test"}, "validate must contain %s: 'iptables-restore --test'"),
         ({"path": "relative/file"}, "path must be absolute: 'relative/file'"),
+        (
+            {"path": "{root}/good/second"},
+            "'{root}/good/second' cannot be written: '{root}/good' is not a directory",
+        ),
+        (
+            {"merge": "rules", "content": "*filter\n# BEGIN ecs_imds_block\n:DOCKER-USER - [0:0]\nCOMMIT\n"},
+            "no file was changed: the rendered rules hold no single BEGIN/END ecs_imds_block block",
+        ),
     ],
-    ids=["mode", "owner", "group", "validate", "path"],
+    ids=["mode", "owner", "group", "validate", "path", "parent-is-a-file", "merge-without-our-block"],
 )
 def test_bad_input_is_refused_before_any_file_changes(run_module, tmp_path, root, bad, message):
+    (root / "good").write_text("old\n")  # also the parent of "good/second": a regular file
+    bad = {key: value.format(root=root) for key, value in bad.items()}
     files = [
         {"path": f"{root}/good", "content": "x\n", "mode": "0644"},
         {"path": f"{root}/second", "content": "y\n", "mode": "0644", **bad},
     ]
     result = run_module(files)
-    assert result["failed"] and result["msg"] == message
-    assert list(root.iterdir()) == []
+    assert result["failed"] and result["msg"] == message.format(root=root)
+    assert sorted(path.name for path in root.iterdir()) == ["good"]
+    assert (root / "good").read_text() == "old\n"
+
+
+def test_somebody_elses_docker_user_rule_is_refused_and_nothing_changes(run_module, root):
+    theirs = "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -s 10.0.0.0/8 -j ACCEPT\nCOMMIT\n"
+    (root / "rules.v4").write_text(theirs)
+    ours = imds_rules(4)
+    files = [
+        {"path": f"{root}/loader", "content": "#!/bin/sh\n", "mode": "0755"},
+        {"path": f"{root}/rules.v4", "content": ours, "merge": "rules"},
+    ]
+    result = run_module(files)
+    assert result["failed"]
+    assert result["msg"] == (
+        f"no file was changed: {root}/rules.v4 line 3: '-A DOCKER-USER -s 10.0.0.0/8 -j ACCEPT' is a rule "
+        "in DOCKER-USER, which the ecs_imds_block role owns; move it to a chain of your own (or the source "
+        "to the role's allowlist)"
+    )
+    assert (root / "rules.v4").read_text() == theirs
+    assert not (root / "loader").exists()
+
+
+def test_a_stray_percent_in_validate_is_only_text(run_module, root):
+    validate = """sh -c 'test -s "$1"' 100%d %s"""
+    files = [{"path": f"{root}/f", "content": "x\n", "mode": "0644", "validate": validate}]
+    assert run_module(files)["changed_paths"] == [f"{root}/f"]
+
+
+def test_a_failure_after_the_first_write_reports_what_changed(run_module, root):
+    (root / "locked").mkdir()
+    (root / "locked" / "f").write_text("old\n")
+    files = [
+        {"path": f"{root}/first", "content": "x\n", "mode": "0644"},
+        {"path": f"{root}/locked/f", "content": "new\n", "mode": "0644"},
+    ]
+    subprocess.run(["chattr", "+i", str(root / "locked")], check=True)  # not even root may write there
+    try:
+        result = run_module(files)
+    finally:
+        subprocess.run(["chattr", "-i", str(root / "locked")], check=True)
+    assert result["failed"]
+    assert result["msg"] == f"writing {root}/locked/f failed: Operation not permitted"
+    assert (result["changed"], result["changed_paths"]) == (True, [f"{root}/first"])
+    assert (root / "locked" / "f").read_text() == "old\n"
 
 
 def test_a_path_listed_twice_is_refused(run_module, tmp_path, root):

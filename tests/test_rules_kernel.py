@@ -265,3 +265,14 @@ def test_a_file_without_our_part_is_refused(netns, tmp_path):
     result = netns(str(HELPER), "apply", "4", str(path), check=False)
     assert result.returncode == 1
     assert f"ecs-imds-block: {path} holds no ecs_imds_block part (BEGIN and END lines)" in result.stderr
+
+
+def test_check_reports_the_firewall_backend_of_each_family(netns, tmp_path):
+    v4, v6 = write(tmp_path, 4), write(tmp_path, 6)
+    netns(str(HELPER), "apply", "4", v4, "6", v6)
+    backend = "nf_tables" if "nf_tables" in netns("iptables", "--version").stdout else "legacy"
+    result = netns(str(HELPER), "check", "4", v4, "6", v6)
+    assert result.stderr.splitlines() == [
+        f"ecs-imds-block: IPv4: iptables on {backend}; Docker's firewall backend: iptables",
+        f"ecs-imds-block: IPv6: ip6tables on {backend}; Docker's firewall backend: iptables",
+    ]

@@ -101,6 +101,8 @@ import grp
 import os
 import pwd
 import re
+import shutil
+import stat
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -135,6 +137,25 @@ def _make_parents(b_dir):
     for b_new in reversed(missing):
         os.mkdir(b_new)
         os.chmod(b_new, DIRECTORY_MODE)
+
+
+def _replace(b_staged, b_path):
+    """Move the staged content into place in one rename in the target's directory, keeping an
+    existing file's mode and owner. Errors are raised, so the caller can say what changed."""
+    fd, b_tmp = tempfile.mkstemp(dir=os.path.dirname(b_path), prefix=b".ecs-imds-block.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with open(b_staged, "rb") as source:
+                shutil.copyfileobj(source, out)
+        if os.path.exists(b_path):
+            info = os.stat(b_path)
+            os.chmod(b_tmp, stat.S_IMODE(info.st_mode))
+            os.chown(b_tmp, info.st_uid, info.st_gid)
+        os.rename(b_tmp, b_path)
+    except BaseException:
+        if os.path.exists(b_tmp):
+            os.unlink(b_tmp)
+        raise
 
 
 def _plan(module, spec):
@@ -242,8 +263,7 @@ def main():
                 diffs.append(plan["diff"])
                 if not module.check_mode:
                     _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
-                    # An existing file's mode, owner and SELinux context carry over to the new content.
-                    module.atomic_move(plan["staged"], spec["path"])
+                    _replace(plan["staged"], to_bytes(spec["path"], errors="surrogate_or_strict"))
             new = bool(plan and plan["new"])
             if new and module.check_mode:
                 changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
