@@ -112,7 +112,12 @@ def test_unknown_key_is_written_with_the_opt_out(known_keys):
         ({"ECS_CLUSTER": "prod\r"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\r'"),
         ({"ECS_CLUSTER": "a\x0cECS_AWSVPC_BLOCK_IMDS=false"}, "value of ECS_CLUSTER must be a single line"),
         ({"ECS_CLUSTER": "a\x0bb"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'a\\x0bb'"),
-        ({"ECS_CLUSTER": "prod\\"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\\\'"),
+        ({"ECS_CLUSTER": "prod\\"}, "value of ECS_CLUSTER must hold no backslash, leading or trailing blank"),
+        ({"ECS_CLUSTER": ' "prod"'}, "must hold no backslash, leading or trailing blank or leading quote"),
+        (
+            {"ECS_CLUSTER": "'prod'"},
+            "which ecs-init and systemd's EnvironmentFile= read differently; got \"'prod'\"",
+        ),
         ({"ECS_CLUSTER": None}, "value of ECS_CLUSTER must be a string, got None"),
         ({"ecs_cluster": "prod"}, "'ecs_cluster' is not a valid ecs.config key"),
         ({"ECS CLUSTER": "prod"}, "'ECS CLUSTER' is not a valid ecs.config key"),

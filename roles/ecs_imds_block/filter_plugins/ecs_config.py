@@ -71,10 +71,15 @@ def _render_value(key, value):
     if not isinstance(value, str):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a string, got {value!r}")
     # Any control character can end a line for one reader and not another (ecs-init splits on
-    # \n only; Python's splitlines on \f, \v and more); a final backslash makes systemd's
-    # EnvironmentFile= join the next line to this one.
-    if re.search(r"[\x00-\x1f\x7f]", value) or value.endswith("\\"):
+    # \n only; systemd's EnvironmentFile= on \r too; Python's splitlines on \f, \v and more).
+    if re.search(r"[\x00-\x1f\x7f]", value):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a single line KEY=value, got {value!r}")
+    # systemd unquotes, unescapes and strips what ecs-init takes as it is.
+    if "\\" in value or value.startswith(("'", '"')) or value != value.strip():
+        raise AnsibleFilterError(
+            f"ecs_config: value of {key} must hold no backslash, leading or trailing blank or leading "
+            f"quote, which ecs-init and systemd's EnvironmentFile= read differently; got {value!r}"
+        )
     return value
 
 

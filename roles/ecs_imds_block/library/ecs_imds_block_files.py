@@ -144,9 +144,8 @@ def _replace(b_staged, b_path):
     existing file's mode and owner. Errors are raised, so the caller can say what changed."""
     fd, b_tmp = tempfile.mkstemp(dir=os.path.dirname(b_path), prefix=b".ecs-imds-block.")
     try:
-        with os.fdopen(fd, "wb") as out:
-            with open(b_staged, "rb") as source:
-                shutil.copyfileobj(source, out)
+        with os.fdopen(fd, "wb") as out, open(b_staged, "rb") as source:
+            shutil.copyfileobj(source, out)
         if os.path.exists(b_path):
             info = os.stat(b_path)
             os.chmod(b_tmp, stat.S_IMODE(info.st_mode))

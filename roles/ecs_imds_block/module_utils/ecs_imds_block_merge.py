@@ -57,6 +57,7 @@ _IN_CHAIN = re.compile(rb"^-[AIRD] DOCKER-USER\b")
 # (which also accepts a leading "export") read it. \v and \f are trimmed by ecs-init too.
 _ASSIGNMENT = re.compile(rb"^[ \t\v\f\r]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
 _KEY = re.compile(rb"^[A-Z_][A-Z0-9_]*$")
+_WHITESPACE = b" \t\n\r"  # systemd's
 
 
 class MergeError(ValueError):
@@ -135,9 +136,11 @@ def parse_settings(assignments):
         key, sep, value = assignment.partition(b"=")
         if not sep or not _KEY.match(key):
             raise MergeError("not a KEY=value ecs.config setting: %r" % _text(assignment))
-        if re.search(rb"[\x00-\x1f\x7f]", value) or value.endswith(b"\\"):
+        if re.search(rb"[\x00-\x1f\x7f\\]", value) or value[:1] in (b"'", b'"') or value != value.strip():
             raise MergeError(
-                "the value of %s must be one line of printable text: %r" % (_text(key), _text(value))
+                "the value of %s must be one line of printable text without backslashes, leading or "
+                "trailing blanks or a leading quote (ecs-init and systemd read those differently): %r"
+                % (_text(key), _text(value))
             )
         settings.append((key, value))
     return settings
@@ -158,7 +161,96 @@ def merge_ecs_config(existing, settings):
     if lines and not lines[-1].endswith(b"\n"):
         lines[-1] += b"\n"
     lines += [key + b"=" + value + b"\n" for key, value in settings if key not in found]
-    return b"".join(lines)
+    merged = b"".join(lines)
+    # The agent reads the file through ecs-init, and ecs.service through EnvironmentFile=:
+    # a file on which they disagree about our settings is refused, not written.
+    agent = effective_ecs_config(merged)
+    systemd, runs_on = systemd_environment(merged)
+    for key, value in settings:
+        if agent.get(key) == value and systemd.get(key) == value:
+            continue
+        if runs_on:
+            raise MergeError(
+                "ecs.config line %d: a quote or a backslash makes systemd's EnvironmentFile= read on "
+                "into the next line, so systemd and ecs-init would read %s differently; fix that line"
+                % (runs_on[0], _text(key))
+            )
+        raise MergeError(
+            "ecs.config: systemd's EnvironmentFile= and ecs-init would read %s differently "
+            "(a carriage return inside a line?); fix the file" % _text(key)
+        )
+    return merged
+
+
+def systemd_environment(data):
+    """What systemd's EnvironmentFile= reads from ``data`` (bytes): ({key: value}, the 1-based
+    numbers of the lines that leave its parser inside a value or a comment, so that it reads on
+    into the next line). A model of env-file.c's parser, which ecs.service's EnvironmentFile=
+    uses: quotes and backslashes join lines, and a carriage return ends one."""
+    env, runs_on = {}, []
+    state, key, value, line = "pre_key", b"", b"", 1
+    for byte in bytearray(data):
+        c = bytes(bytearray([byte]))
+        if c == b"\n":
+            if state not in ("pre_key", "key", "pre_value", "value", "comment"):
+                runs_on.append(line)
+            line += 1
+        if state == "pre_key":
+            if c in b"#;":
+                state = "comment"
+            elif c not in _WHITESPACE:
+                state, key = "key", c
+        elif state == "key":
+            if c in b"\n\r":
+                state = "pre_key"
+            elif c == b"=":
+                state, value = "pre_value", b""
+            else:
+                key += c
+        elif state in ("pre_value", "value"):
+            if c in b"\n\r":
+                env[key.rstrip(_WHITESPACE)] = value.rstrip(b" \t") if state == "value" else value
+                state = "pre_key"
+            elif c == b"\\":
+                state = "value_escape"
+            elif state == "pre_value" and c == b"'":
+                state = "single_quote"
+            elif state == "pre_value" and c == b'"':
+                state = "double_quote"
+            elif state == "value" or c not in _WHITESPACE:
+                state, value = "value", value + c
+        elif state == "value_escape":
+            state = "value"
+            if c not in b"\n\r":
+                value += c
+        elif state == "single_quote":
+            if c == b"'":
+                state = "pre_value"
+            else:
+                value += c
+        elif state == "double_quote":
+            if c == b'"':
+                state = "pre_value"
+            elif c == b"\\":
+                state = "double_quote_escape"
+            else:
+                value += c
+        elif state == "double_quote_escape":
+            state = "double_quote"
+            if c in b'"\\`$':
+                value += c
+            elif c != b"\n":
+                value += b"\\" + c
+        elif state == "comment":
+            if c == b"\\":
+                state = "comment_escape"
+            elif c in b"\n\r":
+                state = "pre_key"
+        elif state == "comment_escape":
+            state = "comment"
+    if state not in ("pre_key", "key", "comment", "comment_escape"):
+        env[key.rstrip(_WHITESPACE)] = value.rstrip(b" \t") if state == "value" else value
+    return env, runs_on
 
 
 def effective_ecs_config(data):
