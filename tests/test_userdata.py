@@ -21,10 +21,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from golden_ami import cli, userdata
+from imds_rules import imds_rules
+
+from golden_ami import boothook, cli
 from golden_ami.aws import UsageError
 from golden_ami.userdata import build_user_data
-from imds_rules import imds_rules
 
 ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
 BOOTHOOK = ("application/gzip", "ecs-imds-block-boothook.sh")  # cloud-init gunzips, then sees #cloud-boothook
@@ -79,7 +80,8 @@ def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
     found = {}
     for _, put_path, mode, merge_path, content in HEREDOC.findall(script):
         found[put_path or merge_path] = (mode or "merge", content)
-    assert len(found) == script.count("<<'ECS_IMDS_BLOCK_EOF'"), "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
+    ours = script.count("<<'ECS_IMDS_BLOCK_EOF'")  # the loader's own heredocs are content, not ours
+    assert len(found) == ours, "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
     return found
 
 
@@ -181,7 +183,7 @@ def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple
                 "ansible.builtin.include_role": {"name": "ecs_imds_block", "tasks_from": step},
                 "vars": {"ecs_imds_block_ipv6": ipv6},
             }
-            for step in ("validate.yml", "files.yml")
+            for step in ("validate.yml", "ecs_config.yml", "files.yml")
         ]
         tasks.append(
             {
@@ -217,6 +219,11 @@ def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple
     )
     assert result.returncode == 0, f"ansible-playbook failed:\n{result.stdout}\n{result.stderr}"
     rendered = {ipv6: json.loads((out / f"{ipv6}.json").read_text()) for ipv6 in (True, False)}
+    # ecs.config is the user data's last part's, and ecs.service's drop-in's, not the boothook's.
+    for specs in rendered.values():
+        (ecs_config,) = [spec for spec in specs if spec["path"] == "/etc/ecs/ecs.config"]
+        assert ecs_config["merge"] == "ecs_config" and "owner" not in ecs_config
+        specs.remove(ecs_config)
     assert all(spec["owner"] == spec["group"] == "root" for specs in rendered.values() for spec in specs)
     return {
         ipv6: {
@@ -236,7 +243,7 @@ def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
 def test_boothook_dropins_are_what_the_role_renders(role_files, ipv6):
     dropins = {path: text for path, (_, text) in role_files[ipv6].items() if path.startswith("/etc/systemd/")}
     assert len(dropins) == (4 if ipv6 else 3)
-    assert userdata.render_dropins(ipv6) == dropins
+    assert boothook.render_dropins(ipv6) == dropins
 
 
 def test_boothook_without_ipv6_leaves_ipv6_alone():
