@@ -50,10 +50,14 @@ MODULE_POLICY = {
     "find": "publish-cleanup.json",
     "cleanup": "publish-cleanup.json",
     "audit": "audit-readonly.json",
+    "layout": "publish-cleanup.json",
     "aws": None,
     "__init__": None,
+    "boothook": None,
     "cli": None,
+    "files": None,
     "manifest": None,
+    "mime": None,
     "output": None,
     "userdata": None,
 }
@@ -663,7 +667,8 @@ def test_the_extractor_finds_the_calls_we_know_of():
     found = package_calls()
     actions = {module: {c.action for c in calls} for module, calls in found.calls.items()}
     assert found.helpers == {"assume": {"sts:AssumeRole"}}
-    assert {"ec2:DescribeImages", "ssm:PutParameter", "ssm:GetParameter"} <= actions["publish"]  # waiter
+    assert {"ec2:DescribeImages"} <= actions["publish"]  # the image_available waiter
+    assert {"ssm:PutParameter", "ssm:GetParameter", "ssm:GetParametersByPath"} <= actions["layout"]
     assert {"ec2:DescribeImages", "ec2:DescribeLaunchTemplates", "autoscaling:DescribeLaunchConfigurations",
             "ec2:DeregisterImage", "ssm:DeleteParameter"} <= actions["cleanup"]  # fmt: skip
     assert {"sts:AssumeRole", "ecs:DescribeContainerInstances", "ecs:ListClusters"} <= actions["audit"]

@@ -18,8 +18,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from golden_ami import cli
-from golden_ami.userdata import MAX_BYTES, build_user_data
+from golden_ami.mime import MAX_BYTES
+from golden_ami.userdata import build_user_data
 
 SCRIPT = b"#!/bin/sh\necho hello\n"
 INJECTION = "fe80::%lo\n-I DOCKER-USER 1 -j ACCEPT\n#/128"

@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 import yaml
 from ecs_imds_block_merge import effective_ecs_config
-from golden_ami import userdata
-from golden_ami.userdata import build_user_data
 from test_userdata import cloud_init  # noqa: F401 - the session fixture, registered by this import
+
+from golden_ami import boothook, userdata
+from golden_ami.userdata import build_user_data
 
 pytestmark = pytest.mark.docker
 
@@ -210,7 +211,7 @@ STUBS = {
 
 def exec_start_pre() -> list[str]:
     """The argv of the ExecStartPre line of the role's rendered ecs.service drop-in."""
-    dropin = userdata.render_dropins(True)[ECS_DROPIN]
+    dropin = boothook.render_dropins(True)[ECS_DROPIN]
     lines = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
     assert len(lines) == 1, dropin
     argv = shlex.split(lines[0].removeprefix("ExecStartPre="))

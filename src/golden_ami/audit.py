@@ -43,10 +43,10 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from golden_ami.aws import LOG, Aws, GoldenAmiError, NotFoundError, UsageError, translate
+from golden_ami import layout
+from golden_ami.aws import LOG, Aws, GoldenAmiError, NotFoundError, UsageError, batches, translate
+from golden_ami.files import read_at_most
 from golden_ami.output import Result, table
-
-DEFAULT_PREFIX = "/golden-ami/ecs"  # the SSM tree `publish` writes (cli.DEFAULT_PREFIX)
 
 # API maxima. ListClusters and ListContainerInstances: maxResults 1-100.
 # DescribeContainerInstances and DescribeClusters: "a list of up to 100" (botocore's docs).
@@ -217,11 +217,7 @@ def add_arguments(parser) -> None:
         metavar="C",
         help="an ECS cluster name or ARN to audit (repeatable; default: every cluster of the region)",
     )
-    parser.add_argument(
-        "--prefix",
-        default=DEFAULT_PREFIX,
-        help=f"SSM parameter path the published AMI IDs live under (default: {DEFAULT_PREFIX})",
-    )
+    layout.add_prefix_argument(parser)
     parser.add_argument(
         "--fail-on-findings",
         action="store_true",
@@ -245,11 +241,7 @@ def _shown(text: str, limit: int = 40) -> str:
 
 def read_accounts(path: Path) -> list[str]:
     """The account IDs of an accounts file, in order, without duplicates."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_ACCOUNTS_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read accounts file {path}: {exc.strerror or exc}") from exc
+    data = read_at_most(path, MAX_ACCOUNTS_FILE, "accounts file")
     if len(data) > MAX_ACCOUNTS_FILE:
         raise UsageError(f"accounts file {path} is larger than {MAX_ACCOUNTS_FILE // 1024} KiB")
     try:
@@ -305,11 +297,6 @@ def _code(error: botocore.exceptions.ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _cluster_name(cluster: str) -> str:
     return cluster.rsplit("/", 1)[-1]
 
@@ -341,7 +328,7 @@ def _describe_clusters(
     providers: dict[str, list[str]] = {}
     missing: list[str] = []
     account = None
-    for batch in _batches(clusters, ECS_BATCH):
+    for batch in batches(clusters, ECS_BATCH):
         response = ecs.describe_clusters(clusters=batch)
         missing += [_cluster_name(f.get("arn", "?")) for f in response.get("failures", [])]
         for cluster in response.get("clusters", []):
@@ -361,7 +348,7 @@ def _describe_ec2(ec2, ids: list[str], tag: str) -> tuple[dict[str, dict], set[s
     pages = ec2.get_paginator("describe_instances")
     found: dict[str, dict] = {}
     gone: set[str] = set()
-    for batch in _batches(ids, EC2_BATCH):
+    for batch in batches(ids, EC2_BATCH):
         LOG.debug("%sDescribeInstances for %d instances", tag, len(batch))
         while batch:
             try:
@@ -385,7 +372,7 @@ def _describe_ec2(ec2, ids: list[str], tag: str) -> tuple[dict[str, dict], set[s
 def _capacity_provider_groups(ecs, names: list[str], tag: str) -> dict[str, str]:
     """The Auto Scaling group of each capacity provider that has one: {provider: group name}."""
     groups: dict[str, str] = {}
-    for batch in _batches(names, CAPACITY_PROVIDER_BATCH):
+    for batch in batches(names, CAPACITY_PROVIDER_BATCH):
         token = None
         while True:  # no botocore paginator for DescribeCapacityProviders
             page = ecs.describe_capacity_providers(
@@ -408,7 +395,7 @@ def _capacity_provider_groups(ecs, names: list[str], tag: str) -> dict[str, str]
 def _describe_groups(autoscaling, names: list[str]) -> dict[str, dict]:
     pages = autoscaling.get_paginator("describe_auto_scaling_groups")
     found: dict[str, dict] = {}
-    for batch in _batches(names, ASG_BATCH):
+    for batch in batches(names, ASG_BATCH):
         config = {"PageSize": ASG_BATCH}
         for page in pages.paginate(
             AutoScalingGroupNames=batch, IncludeInstances=False, PaginationConfig=config
@@ -543,7 +530,7 @@ def _metadata_option(option: str) -> str:
 
 
 def _golden_image_id(prefix: str) -> str:
-    return f"resolve:ssm:{prefix.rstrip('/')}/<os>/<arch>/latest"
+    return f"resolve:ssm:{layout.parameter(prefix.rstrip('/'), '<os>', '<arch>')}"
 
 
 def _not_published(prefix: str, where: str, then: str = "") -> dict:
@@ -791,7 +778,7 @@ def audit_account(
     clusters: list[str] | None,
     published: Published,
     label: str | None = None,
-    prefix=DEFAULT_PREFIX,
+    prefix=layout.DEFAULT_PREFIX,
 ) -> Walk:
     """Walk the clusters of one account and region, their groups' launch templates and the
     account's IMDS defaults."""
@@ -809,7 +796,7 @@ def audit_account(
         name = _cluster_name(cluster)
         arns = _list_container_instances(ecs, cluster, where)
         LOG.info("%scluster %s: %d container instances", tag, name, len(arns))
-        for batch in _batches(arns, ECS_BATCH):
+        for batch in batches(arns, ECS_BATCH):
             response = ecs.describe_container_instances(cluster=cluster, containerInstances=batch)
             members += [(name, ci) for ci in response.get("containerInstances", [])]
             for failure in response.get("failures", []):

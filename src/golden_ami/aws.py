@@ -61,6 +61,12 @@ _MESSAGES = {
 }
 
 
+def batches(items: list, size: int):
+    """``items`` in lists of at most ``size``: what one API call takes."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def describe(error: botocore.exceptions.ClientError) -> str:
     """One line for a ClientError: the mapped message, or the code and AWS's own message."""
     code = error.response.get("Error", {}).get("Code", "Unknown")

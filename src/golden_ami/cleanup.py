@@ -21,17 +21,15 @@ on. Every region is planned before anything is deleted.
 from __future__ import annotations
 
 import datetime
-import re
 from collections import defaultdict
 
 import botocore.exceptions
 
-from golden_ami.aws import LOG, UsageError
+from golden_ami import layout
+from golden_ami.aws import LOG, UsageError, batches
 from golden_ami.output import Result, table
-from golden_ami.publish import add_prefix_argument, check_prefix
 
 PROJECT_TAG = {"Name": "tag:Project", "Values": ["ecs-imds-golden"]}
-_BUILD_ENTRY = re.compile(r"/[^/]+/[^/]+/\d{8}T\d{6}Z\Z")
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 MAX_AGE_DAYS = 36500
 # Errors that mean "this reference leads nowhere", not "you may not look".
@@ -59,12 +57,7 @@ def add_arguments(parser) -> None:
         "--apply", action="store_true", help="really deregister and delete (default: dry run)"
     )
     parser.add_argument("--regions", nargs="+", metavar="REGION", help="regions to clean (default: --region)")
-    add_prefix_argument(parser)
-
-
-def _chunks(items: list[str], size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    layout.add_prefix_argument(parser)
 
 
 def our_images(ec2) -> list[dict]:
@@ -77,8 +70,7 @@ def ssm_references(ssm, prefix: str) -> tuple[dict[str, list[str]], dict[str, li
     published, history = defaultdict(list), defaultdict(list)
     for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=prefix, Recursive=True):
         for parameter in page["Parameters"]:
-            relative = parameter["Name"][len(prefix) :]
-            target = history if _BUILD_ENTRY.match(relative) else published
+            target = history if layout.is_build_entry(prefix, parameter["Name"]) else published
             target[parameter["Value"]].append(parameter["Name"])
     return published, history
 
@@ -150,7 +142,7 @@ def protections(aws, region: str, prefix: str, image_ids: list[str]) -> tuple[di
     for ami, names in published.items():
         reasons[ami] += [f"published in SSM {name}" for name in names]
 
-    for chunk in _chunks(image_ids, 200):  # EC2 filters take at most 200 values
+    for chunk in batches(image_ids, 200):  # EC2 filters take at most 200 values
         filters = [
             {"Name": "image-id", "Values": chunk},
             {"Name": "instance-state-name", "Values": LIVE_STATES},
@@ -244,7 +236,7 @@ def run(args, aws) -> Result:
         raise UsageError(f"--keep {args.keep}: keep at least 1 AMI per OS and architecture")
     if not 0 <= args.min_age_days <= MAX_AGE_DAYS:
         raise UsageError(f"--min-age-days {args.min_age_days}: give 0 to {MAX_AGE_DAYS} days")
-    check_prefix(args.prefix)
+    layout.check_prefix(args.prefix)
     now = datetime.datetime.now(datetime.UTC)
     decisions, dangling = [], []
     for region in args.regions or [aws.region]:  # every region planned before anything is deleted

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+from golden_ami import layout
 from golden_ami.aws import NotFoundError, UsageError
-from golden_ami.manifest import OSES
 from golden_ami.output import Result
-from golden_ami.publish import add_prefix_argument, check_prefix
-from golden_ami.rollback import BUILD_ID
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--os", required=True, choices=OSES, help="al2023 or al2")
-    parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
+    layout.add_variant_arguments(parser)
     parser.add_argument(
-        "--build", default="latest", help="a build ID instead of latest, e.g. 20261128T224200Z"
+        "--build", default=layout.LATEST, help="a build ID instead of latest, e.g. 20261128T224200Z"
     )
-    add_prefix_argument(parser)
+    layout.add_prefix_argument(parser)
 
 
-def lookup(aws, prefix: str, os_name: str, arch: str, build: str = "latest") -> tuple[str, dict]:
+def lookup(aws, prefix: str, os_name: str, arch: str, build: str = layout.LATEST) -> tuple[str, dict]:
     """The parameter's name and its SSM description; NotFoundError when nothing is published."""
-    name = f"{check_prefix(prefix)}/{os_name}/{arch}/{build}"
+    name = layout.parameter(layout.check_prefix(prefix), os_name, arch, build)
     ssm = aws.client("ssm")
     try:
         return name, ssm.get_parameter(Name=name)["Parameter"]
@@ -31,7 +28,7 @@ def lookup(aws, prefix: str, os_name: str, arch: str, build: str = "latest") -> 
 
 
 def run(args, aws) -> Result:
-    if args.build != "latest" and not BUILD_ID.match(args.build):
+    if args.build != layout.LATEST and not layout.BUILD_ID.match(args.build):
         raise UsageError(f"--build {args.build!r} is not a build ID like 20261128T224200Z, nor `latest`")
     name, parameter = lookup(aws, args.prefix, args.os, args.arch, args.build)
     ami = parameter["Value"]

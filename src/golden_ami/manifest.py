@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from golden_ami.aws import UsageError
+from golden_ami.files import read_at_most
+from golden_ami.layout import ARCHES, OSES
 
 
 @dataclass(frozen=True)
@@ -24,19 +25,12 @@ class Build:
     amis: dict[str, str] = field(default_factory=dict)  # region -> AMI ID
     local: bool = False
 
-    @property
-    def build_id(self) -> str:
-        """The immutable name of this build in SSM: its UTC build time."""
-        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.build_time))
 
-
-# What `make ami` builds (packer/locals.pkr.hcl); a local `make image` build names its base.
-OSES = ("al2023", "al2")
-ARCHES = ("x86_64", "arm64")
 # A region name (us-east-1, us-gov-west-1, ap-southeast-2) and an EC2 image ID (8 or 17 hex).
 REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\Z")
 AMI_ID = re.compile(r"ami-(?:[0-9a-f]{8}|[0-9a-f]{17})\Z")
-# Build times (UTC seconds) from 2000 to 9999: the build ID is their %Y%m%dT%H%M%SZ.
+# Build times (UTC seconds) from 2000 to 9999, so that every build ID (layout.build_id) has
+# the same shape.
 BUILD_TIMES = (946684800, 253402300799)
 MAX_BYTES = 16 * 1024 * 1024  # a manifest of thousands of runs is far smaller
 
@@ -91,13 +85,8 @@ def _build(entry: dict, where: str) -> Build:
 
 def read(path: Path) -> list[Build]:
     """The builds of the manifest's last run (Packer appends every run to the same file)."""
-    try:
-        with open(path, "rb") as file:
-            text = file.read(MAX_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no manifest at {path}: run `make ami` (or `make image`) first") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read the manifest {path}: {exc.strerror}") from exc
+    missing = f"no manifest at {path}: run `make ami` (or `make image`) first"
+    text = read_at_most(path, MAX_BYTES, "the manifest", missing)
     if len(text) > MAX_BYTES:
         raise UsageError(f"{path} is over {MAX_BYTES} bytes: not a Packer manifest")
     try:

@@ -8,47 +8,27 @@ region fails or times out, no latest parameter moves anywhere.
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import botocore.exceptions
 
-from golden_ami import manifest
+from golden_ami import layout, manifest
 from golden_ami.aws import LOG, AwsError, UsageError
 from golden_ami.output import Result, table
 
-DEFAULT_PREFIX = "/golden-ami/ecs"
-_PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+\Z")
 _TERMINAL = {"failed", "invalid", "deregistered", "error", "disabled", "missing"}
-
-
-def check_prefix(prefix: str) -> str:
-    if not _PREFIX.match(prefix) or prefix.lower().startswith(("/aws", "/ssm")):
-        raise UsageError(f"--prefix {prefix!r} must look like /golden-ami/ecs (not under /aws or /ssm)")
-    return prefix
-
-
-def add_prefix_argument(parser) -> None:
-    parser.add_argument(
-        "--prefix", default=DEFAULT_PREFIX, type=str, help=f"SSM prefix (default {DEFAULT_PREFIX})"
-    )
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--manifest", type=Path, default=Path("packer/manifest.json"), help="Packer manifest")
-    add_prefix_argument(parser)
+    layout.add_prefix_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be published, change nothing")
     parser.add_argument(
         "--timeout", type=int, default=3600, help="seconds to wait for the AMIs (default 3600)"
     )
     parser.add_argument("--poll", type=int, default=15, help="seconds between checks (default 15)")
-
-
-def parameter_names(prefix: str, build: manifest.Build) -> tuple[str, str]:
-    base = f"{prefix}/{build.os}/{build.arch}"
-    return f"{base}/latest", f"{base}/{build.build_id}"
 
 
 def _states(response: dict, wanted: set[str]) -> dict[str, str]:
@@ -83,19 +63,8 @@ def wait_region(aws, region: str, amis: set[str], timeout: int, poll: int) -> di
         time.sleep(poll)
 
 
-def put_immutable(ssm, name: str, ami: str, description: str) -> None:
-    """Create the build's own entry; an existing one must already hold the same AMI."""
-    try:
-        ssm.put_parameter(Name=name, Value=ami, Type="String", DataType="aws:ec2:image",
-                          Description=description, Overwrite=False)  # fmt: skip
-    except ssm.exceptions.ParameterAlreadyExists as exc:
-        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-        if current != ami:
-            raise AwsError(f"{name} already holds {current}, not {ami}: builds are immutable") from exc
-
-
 def run(args, aws) -> Result:
-    prefix = check_prefix(args.prefix)
+    prefix = layout.check_prefix(args.prefix)
     if not 1 <= args.poll <= 3600:
         raise UsageError(f"--poll {args.poll}: give 1 to 3600 seconds")
     if not 0 <= args.timeout <= 7 * 86400:
@@ -109,10 +78,12 @@ def run(args, aws) -> Result:
         )
     entries = []
     for build in builds:
-        latest, immutable = parameter_names(prefix, build)
+        build_id = layout.build_id(build.build_time)
+        latest = layout.parameter(prefix, build.os, build.arch)
+        immutable = layout.parameter(prefix, build.os, build.arch, build_id)
         for region, ami in sorted(build.amis.items()):
             entries.append({"region": region, "os": build.os, "arch": build.arch, "ami": ami,
-                            "build": build.build_id, "latest": latest, "immutable": immutable})  # fmt: skip
+                            "build": build_id, "latest": latest, "immutable": immutable})  # fmt: skip
     if not entries:
         raise UsageError(f"{args.manifest} lists no AMIs")
     rows = [[e["region"], f"{e['os']}/{e['arch']}", e["ami"], e["immutable"]] for e in entries]
@@ -138,12 +109,9 @@ def run(args, aws) -> Result:
     # Every build entry first, in every region; latest moves only once they all exist.
     for entry in entries:
         description = f"golden ECS AMI {entry['os']}/{entry['arch']}, build {entry['build']}"
-        put_immutable(aws.client("ssm", entry["region"]), entry["immutable"], entry["ami"], description)
+        layout.write_build(aws.client("ssm", entry["region"]), entry["immutable"], entry["ami"], description)
     for entry in entries:
-        aws.client("ssm", entry["region"]).put_parameter(
-            Name=entry["latest"], Value=entry["ami"], Type="String", DataType="aws:ec2:image",
-            Description=f"current golden ECS AMI {entry['os']}/{entry['arch']}: build {entry['build']}",
-            Overwrite=True,
-        )  # fmt: skip
+        description = f"current golden ECS AMI {entry['os']}/{entry['arch']}: build {entry['build']}"
+        layout.move_latest(aws.client("ssm", entry["region"]), entry["latest"], entry["ami"], description)
         LOG.info("%s: %s -> %s", entry["region"], entry["latest"], entry["ami"])
     return Result({"published": True, "entries": entries}, ["published", *lines])

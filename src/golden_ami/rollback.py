@@ -7,19 +7,13 @@ target build's AMI still exists and is available in every region, and only then 
 
 from __future__ import annotations
 
-import re
-
+from golden_ami import layout
 from golden_ami.aws import LOG, NotFoundError, UsageError
-from golden_ami.manifest import OSES
 from golden_ami.output import Result, table
-from golden_ami.publish import add_prefix_argument, check_prefix
-
-BUILD_ID = re.compile(r"\d{8}T\d{6}Z\Z")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--os", required=True, choices=OSES, help="al2023 or al2")
-    parser.add_argument("--arch", required=True, choices=["x86_64", "arm64"])
+    layout.add_variant_arguments(parser)
     parser.add_argument(
         "--to", default="previous", help="a build ID, or `previous` (default): the build before latest"
     )
@@ -27,18 +21,7 @@ def add_arguments(parser) -> None:
         "--regions", nargs="+", metavar="REGION", help="regions to roll back (default: --region)"
     )
     parser.add_argument("--dry-run", action="store_true", help="show the move, change nothing")
-    add_prefix_argument(parser)
-
-
-def builds(ssm, base: str) -> dict[str, str]:
-    """Build ID -> AMI of every immutable entry under ``base``."""
-    entries = {}
-    for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=base, Recursive=False):
-        for parameter in page["Parameters"]:
-            build = parameter["Name"].rsplit("/", 1)[1]
-            if BUILD_ID.match(build):
-                entries[build] = parameter["Value"]
-    return entries
+    layout.add_prefix_argument(parser)
 
 
 def target(region: str, history: dict[str, str], current: str | None, wanted: str) -> str:
@@ -62,14 +45,15 @@ def target(region: str, history: dict[str, str], current: str | None, wanted: st
 
 
 def run(args, aws) -> Result:
-    if args.to != "previous" and not BUILD_ID.match(args.to):
+    if args.to != "previous" and not layout.BUILD_ID.match(args.to):
         raise UsageError(f"--to {args.to!r} is not a build ID like 20261128T223721Z, nor `previous`")
-    base = f"{check_prefix(args.prefix)}/{args.os}/{args.arch}"
-    latest = f"{base}/latest"
+    prefix = layout.check_prefix(args.prefix)
+    base = layout.variant(prefix, args.os, args.arch)
+    latest = layout.parameter(prefix, args.os, args.arch)
     moves = []
     for region in args.regions or [aws.region]:
         ssm = aws.client("ssm", region)
-        history = builds(ssm, base)
+        history = layout.builds(ssm, base)
         try:
             current = ssm.get_parameter(Name=latest)["Parameter"]["Value"]
         except ssm.exceptions.ParameterNotFound:
@@ -89,9 +73,7 @@ def run(args, aws) -> Result:
     if args.dry_run:
         return Result({"dry_run": True, "moves": moves}, ["dry run: would move latest", *lines])
     for move in moves:  # every region was checked before any moves
-        aws.client("ssm", move["region"]).put_parameter(
-            Name=latest, Value=move["to"], Type="String", DataType="aws:ec2:image", Overwrite=True,
-            Description=f"current golden ECS AMI {args.os}/{args.arch}: build {move['build']} (rollback)",
-        )  # fmt: skip
+        description = f"current golden ECS AMI {args.os}/{args.arch}: build {move['build']} (rollback)"
+        layout.move_latest(aws.client("ssm", move["region"]), latest, move["to"], description)
         LOG.info("%s: %s -> %s (build %s)", move["region"], latest, move["to"], move["build"])
     return Result({"dry_run": False, "moves": moves}, ["rolled back", *lines])
