@@ -160,3 +160,14 @@ variable "ansible_playbook_command" {
     error_message = "The ansible_playbook_command must name an executable."
   }
 }
+
+variable "verify_probe_image" {
+  type        = string
+  description = "Image the build's verify runs its container probes in, pulled by the build instance from the registry the reference names, never Docker Hub; the probe needs sh, nc, awk and cut as busybox has them (public.ecr.aws/docker/library/busybox:1.36). Empty: verify builds one on the instance from the instance's own programs, and nothing is downloaded. Either way verify removes it before build hygiene."
+  default     = ""
+
+  validation {
+    condition     = var.verify_probe_image == "" || (can(regex("^(localhost|[a-z0-9-]+(\\.[a-z0-9-]+)+|[a-z0-9-]+:[0-9]+)(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$", var.verify_probe_image)) && can(regex("^((index|registry-1|registry\\.hub)\\.)?docker\\.(io|com)[:/]", var.verify_probe_image)) == false)
+    error_message = "The verify_probe_image must be empty or an image reference that starts with its registry host, such as public.ecr.aws/docker/library/busybox:1.36; Docker Hub is refused."
+  }
+}

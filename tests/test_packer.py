@@ -11,7 +11,9 @@ variable, the tests set the variable and look for the value in every build.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -215,20 +217,125 @@ def test_build_volumes_carry_the_project_tag(build):
 # --- provisioning and the manifest ---------------------------------------------------------------
 
 
-def test_build_runs_the_golden_ami_playbook_with_ansible(build):
-    (provisioner,) = build.provisioners
-    kind, settings = provisioner
-    assert kind == "ansible"
-    assert Path(settings["playbook_file"]).resolve() == ROOT / "playbooks" / "golden-ami.yml"
-    assert settings["command"] == "ansible-playbook", "var.ansible_playbook_command, by default"
-    assert settings["user"] == "ec2-user"
-    assert settings["use_proxy"] is False, "straight to the instance over SSH"
-    env = dict(item.split("=", 1) for item in settings["ansible_env_vars"])
-    assert Path(env["ANSIBLE_CONFIG"]).resolve() == ROOT / "ansible.cfg"
-    assert (Path(env["ANSIBLE_ROLES_PATH"]) / "ecs_imds_block").is_dir()
+PLAYBOOKS = ROOT / "playbooks"
+
+
+def ansible_tasks(ansible_playbook: str, playbook: Path, *args: str) -> list[tuple[str, set[str]]]:
+    """(task name, tags) of a playbook, from `ansible-playbook --list-tasks`."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+    }
+    command = [ansible_playbook, "-i", "localhost,", "--list-tasks", *args, str(playbook)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks = []
+    for line in result.stdout.splitlines():
+        match = re.fullmatch(r"\s{6}(.+?)\tTAGS: \[(.*)\]", line)
+        if match:
+            tasks.append((match.group(1), {tag.strip() for tag in match.group(2).split(",") if tag.strip()}))
+    return tasks
+
+
+def extra_vars(settings: dict) -> dict:
+    """The --extra-vars JSON an ansible step passes, merged."""
+    arguments = settings.get("extra_arguments", [])
+    found: dict = {}
+    for flag, value in itertools.pairwise(arguments):
+        if flag in ("--extra-vars", "-e"):
+            found.update(json.loads(value))
+    return found
+
+
+def step(kind: str, settings: dict) -> str:
+    """What a provisioner does, in the words of the build order."""
+    if kind == "shell":
+        if settings.get("expect_disconnect") is True and settings["inline"][-1] == "sudo systemctl reboot":
+            return "reboot"
+        return f"shell {settings['inline']}"
+    assert kind == "ansible", kind
+    playbook = Path(settings["playbook_file"]).resolve().relative_to(PLAYBOOKS)
+    arguments = settings.get("extra_arguments", [])
+    if str(playbook) == "golden-ami.yml" and arguments == ["--skip-tags", "build_hygiene"]:
+        return "role"
+    if str(playbook) == "verify.yml" and extra_vars(settings).get("verify_target") == "ec2":
+        return "verify against the real IMDS"
+    if str(playbook) == "build-hygiene.yml" and not arguments:
+        return "hygiene"
+    return f"ansible {playbook} {arguments}"
+
+
+def test_build_order_is_role_reboot_verify_hygiene_validate_manifest(build, ansible_playbook):
+    """Only a build that passed verify on its own rebooted instance gets cleaned and becomes an AMI."""
+    steps = [step(kind, settings) for kind, settings in build.provisioners]
+    assert steps == ["role", "reboot", "verify against the real IMDS", "hygiene"], steps
+    # The hygiene step's run ends with its validate tasks (tag hygiene_validate): no other step
+    # can follow it over SSH, since hygiene removes authorized_keys.
+    (hygiene,) = [
+        s for k, s in build.provisioners if k == "ansible" and "build-hygiene" in s["playbook_file"]
+    ]
+    tasks = ansible_tasks(ansible_playbook, Path(hygiene["playbook_file"]))
+    validating = [("hygiene_validate" in tags) for _, tags in tasks]
+    assert validating == sorted(validating) and validating[0] is False and validating[-1] is True, tasks
+    steps[-1:] = ["hygiene", "validate"]
+    steps += [kind for kind, _ in build.post_processors]
+    assert steps == ["role", "reboot", "verify against the real IMDS", "hygiene", "validate", "manifest"]
+
+
+def test_the_role_step_runs_the_role_and_leaves_hygiene_for_last(build, ansible_playbook):
+    """`make image` applies golden-ami.yml whole; Packer's role step skips its hygiene play."""
+    role_step = build.provisioners[0][1]
+    playbook = Path(role_step["playbook_file"]).resolve()
+    assert playbook == PLAYBOOKS / "golden-ami.yml"
+    whole = [name for name, _ in ansible_tasks(ansible_playbook, playbook)]
+    skipped = [name for name, _ in ansible_tasks(ansible_playbook, playbook, *role_step["extra_arguments"])]
+    hygiene = [name for name, _ in ansible_tasks(ansible_playbook, PLAYBOOKS / "build-hygiene.yml")]
+    assert hygiene and whole[-len(hygiene) :] == hygiene, "make image still gets hygiene from golden-ami.yml"
+    assert skipped == whole[: -len(hygiene)], "Packer's role step is the role, without hygiene"
+    assert skipped and all(name.startswith("ecs_imds_block : ") for name in skipped)
+
+
+def test_the_reboot_leaves_a_mark_in_run_that_verify_looks_for(build):
+    (reboot,) = [settings for kind, settings in build.provisioners if kind == "shell"]
+    (verify,) = [
+        s for k, s in build.provisioners if k == "ansible" and s["playbook_file"].endswith("/verify.yml")
+    ]
+    marker = extra_vars(verify)["verify_reboot_marker"]
+    assert marker.startswith("/run/"), "/run is a tmpfs: a reboot empties it"
+    assert reboot["inline"] == [f"sudo touch {marker}", "sudo systemctl reboot"]
+    assert re.fullmatch(r"\d+s", verify["pause_before"]), "the reboot begins before verify connects"
+
+
+def test_verify_gets_the_probe_image_variable(build):
+    def verify_vars(templates: Templates) -> dict:
+        (verify,) = [
+            settings
+            for kind, settings in templates.build(build.name).provisioners
+            if kind == "ansible" and settings["playbook_file"].endswith("/verify.yml")
+        ]
+        return extra_vars(verify)
+
+    assert verify_vars(Templates(PACKER_DIR))["verify_probe_image"] == "", "by default, built on the instance"
+    image = "public.ecr.aws/docker/library/busybox:1.36"
+    assert verify_vars(Templates(PACKER_DIR, {"verify_probe_image": image}))["verify_probe_image"] == image
+
+
+def test_every_ansible_step_reaches_the_instance_the_same_way(build):
+    steps = [settings for kind, settings in build.provisioners if kind == "ansible"]
+    assert len(steps) == 3
+    for settings in steps:
+        assert settings["command"] == "ansible-playbook", "var.ansible_playbook_command, by default"
+        assert settings["user"] == "ec2-user"
+        assert settings["use_proxy"] is False, "straight to the instance over SSH"
+        env = dict(item.split("=", 1) for item in settings["ansible_env_vars"])
+        assert Path(env["ANSIBLE_CONFIG"]).resolve() == ROOT / "ansible.cfg"
+        assert (Path(env["ANSIBLE_ROLES_PATH"]) / "ecs_imds_block").is_dir()
     controller = "/opt/ansible-core-2.16/bin/ansible-playbook"
     custom = Templates(PACKER_DIR, {"ansible_playbook_command": controller}).build(build.name)
-    assert custom.provisioners[0][1]["command"] == controller
+    assert {settings["command"] for kind, settings in custom.provisioners if kind == "ansible"} == {
+        controller
+    }
 
 
 def test_build_records_its_variant_in_the_manifest(build, variant):
@@ -334,6 +441,10 @@ def test_release_values_cover_every_required_variable_and_pass_validation(packer
         ("git_commit", "HEAD"),
         ("subnet_id", "subnet-1"),
         ("ansible_playbook_command", ""),
+        ("verify_probe_image", "busybox:1.36"),
+        ("verify_probe_image", "library/busybox"),
+        ("verify_probe_image", "docker.io/library/busybox"),
+        ("verify_probe_image", "index.docker.io/library/busybox:1.36"),
     ],
 )
 def test_validation_refuses_a_bad_value(name, value):

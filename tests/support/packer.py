@@ -12,7 +12,8 @@ evaluates expressions as Packer does, for the constructs these templates use:
   expanded) merged over the top-level source they name. A field set in both is an error, as in
   Packer, and a build-level `name` sees nothing but the dynamic iterator, since Packer decodes
   it without variables. Build names are what `packer build -only=...` matches;
-- provisioners and post-processors of each build, with `source.name` and `source.type`.
+- provisioners and post-processors of each build, in the order they run, with `source.name`
+  and `source.type`.
 
 Errors Packer would report (a missing map key, an undeclared variable, a field set twice) raise
 EvalError. A function or construct not implemented here raises Unsupported, so the tests fail
@@ -21,6 +22,7 @@ loudly instead of misreading a template.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -225,6 +227,16 @@ def merge(*maps: Any) -> dict:
     return merged
 
 
+def jsonencode(value: Any) -> str:
+    """As Packer's jsonencode: compact, object keys sorted, <, > and & escaped as Go does."""
+    if isinstance(value, Parameter):
+        raise Unsupported("jsonencode of a data source's value")
+    encoded = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        encoded = encoded.replace(char, escape)
+    return encoded
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "merge": merge,
     "keys": lambda m: sorted(m),
@@ -236,6 +248,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "formatdate": formatdate,
     "timeadd": timeadd,
     "regex": regex,
+    "jsonencode": jsonencode,
 }
 
 
