@@ -44,6 +44,14 @@ def netadmin() -> None:
 
 
 @pytest.fixture(scope="session")
+def cloud_init(request) -> Path:
+    """cloud-init's Python package: Debian's `cloud-init` .deb unpacked into the pytest cache."""
+    from support.cloud_init import unpack
+
+    return unpack(Path(request.config.cache.mkdir("cloud-init")))
+
+
+@pytest.fixture(scope="session")
 def docker_image() -> str:
     """The offline base image, built by scripts/build-base-images."""
     try:

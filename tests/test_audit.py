@@ -15,16 +15,31 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto_aws import capacity_providers_paged_like_aws, imds_defaults_stubbed, paging_like_aws
+from support.audit import (
+    BASE_AMI,
+    CALLER,
+    CLIENTS,
+    LATEST,
+    ON_GOLDEN,
+    PREFIX,
+    REGION,
+    assumed,
+    auto_scaling_group,
+    by_instance,
+    by_template,
+    capacity_providers,
+    data,
+    fleet,
+    golden_image,
+    keys,
+    launch_template,
+    notes,
+    publish,
+    run,
+)
 
 from golden_ami import audit, cli
-from golden_ami.aws import Aws, NotFoundError, UsageError
-
-REGION = "eu-west-1"
-CALLER = "123456789012"  # moto's default account
-BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
-PREFIX = "/golden-ami/ecs"
-LATEST = f"{PREFIX}/al2023/x86_64/latest"  # the parameter publish() writes first
-ON_GOLDEN = f"resolve:ssm:{LATEST}"  # a launch template's ImageId on the golden AMI
+from golden_ami.aws import NotFoundError, UsageError
 
 
 @pytest.fixture
@@ -59,151 +74,11 @@ def mocked(monkeypatch, tmp_path, account_defaults):
     CLIENTS.clear()
 
 
-CLIENTS: dict[tuple, tuple] = {}
-
-
-def client(service: str, session=None):
-    """One client per service and session for the test's setup: making clients is what is slow."""
-    key = (service, id(session))
-    if key not in CLIENTS:
-        made = (session or boto3.session.Session(region_name=REGION)).client(service, region_name=REGION)
-        CLIENTS[key] = (session, made)  # the session is kept, so that its id is not reused
-    return CLIENTS[key][1]
-
-
 @pytest.fixture
 def aws_paging():
     """Make moto page and refuse the way AWS does, so that call counts mean something."""
     with paging_like_aws(), capacity_providers_paged_like_aws():
         yield
-
-
-def golden_ami(session=None) -> str:
-    """An AMI made from the base one, published under PREFIX in the caller's account."""
-    ec2 = client("ec2", session)
-    builder = ec2.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    ami = ec2.create_image(InstanceId=builder, Name="ecs-imds-golden-al2023-x86_64")["ImageId"]
-    ec2.terminate_instances(InstanceIds=[builder])
-    return ami
-
-
-def publish(*amis: str, prefix: str = PREFIX) -> None:
-    """SSM parameters as `publish` writes them: latest, then one per build; and a non-AMI one."""
-    ssm = client("ssm")
-    for n, ami in enumerate(amis):
-        name = "latest" if n == 0 else f"20261128T2237{n:02d}Z"
-        ssm.put_parameter(Name=f"{prefix}/al2023/x86_64/{name}", Value=ami, Type="String")
-    ssm.put_parameter(Name=f"{prefix}/al2023/x86_64/notes", Value="not an AMI", Type="String")
-
-
-def fleet(cluster: str, specs, session=None, group: str | None = None) -> list[str]:
-    """Container instances in cluster, one per (ami, http_tokens, hop_limit, count) spec,
-    attached to Auto Scaling group `group` when given (which tags them as AWS does).
-
-    Each spec is one RunInstances (one reservation: moto pages DescribeInstances by 100
-    reservations even when InstanceIds are given, which AWS does not), so keep specs few.
-    """
-    ec2, ecs = client("ec2", session), client("ecs", session)
-    cluster_of(ecs, cluster)
-    ids = []
-    for ami, tokens, hops, count in specs:
-        for start in range(0, count, 100):
-            n = min(100, count - start)
-            options = {"HttpTokens": tokens, "HttpPutResponseHopLimit": hops, "HttpEndpoint": "enabled"}
-            reservation = ec2.run_instances(ImageId=ami, MinCount=n, MaxCount=n, MetadataOptions=options)
-            ids += [i["InstanceId"] for i in reservation["Instances"]]
-    if group:
-        autoscaling = client("autoscaling", session)
-        for start in range(0, len(ids), 20):  # AttachInstances takes at most 20
-            autoscaling.attach_instances(AutoScalingGroupName=group, InstanceIds=ids[start : start + 20])
-    for instance_id in ids:
-        document = json.dumps({"instanceId": instance_id, "region": REGION})
-        ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
-    return ids
-
-
-def launch_template(name: str, *versions: dict, session=None) -> str:
-    """A launch template with one version per LaunchTemplateData given; version 1 is the default."""
-    ec2 = client("ec2", session)
-    template = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData=versions[0])
-    template_id = template["LaunchTemplate"]["LaunchTemplateId"]
-    for data in versions[1:]:
-        ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData=data)
-    return template_id
-
-
-def data(image: str, **options) -> dict:
-    """LaunchTemplateData: an image and MetadataOptions (HttpTokens=..., HttpPutResponseHopLimit=...)."""
-    return {"ImageId": image, **({"MetadataOptions": options} if options else {})}
-
-
-def auto_scaling_group(name: str, template_id: str, version: str | None = "$Latest", session=None) -> str:
-    """An empty Auto Scaling group launching the template's version; its ARN."""
-    autoscaling = client("autoscaling", session)
-    spec = {"LaunchTemplateId": template_id, **({"Version": version} if version else {})}
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate=spec,
-        MinSize=0,
-        MaxSize=2000,
-        DesiredCapacity=0,
-        AvailabilityZones=[f"{REGION}a"],
-    )
-    return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
-        "AutoScalingGroupARN"
-    ]
-
-
-def capacity_providers(cluster: str, groups: dict[str, str], session=None) -> None:
-    """A capacity provider per {name: group ARN}, all of them (and FARGATE) on the cluster."""
-    ecs = client("ecs", session)
-    for name, arn in groups.items():
-        ecs.create_capacity_provider(name=name, autoScalingGroupProvider={"autoScalingGroupArn": arn})
-    cluster_of(ecs, cluster)
-    ecs.put_cluster_capacity_providers(
-        cluster=cluster, capacityProviders=[*groups, "FARGATE"], defaultCapacityProviderStrategy=[]
-    )
-
-
-def cluster_of(ecs, cluster: str) -> None:
-    """The cluster, made if it is not there yet (moto's CreateCluster replaces an existing one)."""
-    if not ecs.describe_clusters(clusters=[cluster])["clusters"]:
-        ecs.create_cluster(clusterName=cluster)
-
-
-def run(*argv: str) -> tuple:
-    """audit.run with arguments parsed by the real CLI parser, and an Aws of our own to count calls."""
-    args = cli.build_parser().parse_args(["audit", "--region", REGION, *argv])
-    aws = Aws(region=REGION)
-    return audit.run(args, aws), aws
-
-
-def by_instance(result) -> dict[str, dict]:
-    return {i["ec2_instance_id"]: i for i in result.data["instances"]}
-
-
-def by_template(result) -> dict[tuple, dict]:
-    return {(t["launch_template_name"], t["version"]): t for t in result.data["launch_templates"]}
-
-
-def keys(record: dict) -> list[str]:
-    return [f["key"] for f in record["findings"]]
-
-
-def notes(record: dict) -> list[str]:
-    return [n["key"] for n in record["notes"]]
-
-
-def assumed(account: str) -> boto3.session.Session:
-    credentials = boto3.client("sts", region_name=REGION).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/audit", RoleSessionName="test-setup"
-    )["Credentials"]
-    return boto3.session.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=REGION,
-    )
 
 
 # --- the threat model's table, for running instances ----------------------------------------
@@ -229,7 +104,7 @@ INSTANCE_CASES = {
 @pytest.mark.parametrize("case", INSTANCE_CASES)
 def test_instance_findings_follow_the_threat_model(mocked, case):
     image, tokens, hops, expected, expected_notes = INSTANCE_CASES[case]
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     (instance_id,) = fleet("prod", [(golden if image == GOLDEN else image, tokens, hops, 1)])
 
@@ -264,7 +139,7 @@ def test_instance_findings_follow_the_threat_model(mocked, case):
 
 
 def test_the_values_the_remediations_ask_for(mocked):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     on_golden, off_golden = fleet("prod", [(golden, "required", 5, 1), (BASE_AMI, "required", 5, 1)])
     found = by_instance(run("--cluster", "prod")[0])
@@ -278,7 +153,7 @@ def test_the_values_the_remediations_ask_for(mocked):
 
 
 def test_findings_per_instance(mocked):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     clean, v1, hop, worst = fleet(
         "prod",
@@ -334,7 +209,7 @@ def test_findings_per_instance(mocked):
 
 
 def test_published_means_under_the_prefix(mocked):
-    golden, other = golden_ami(), golden_ami()
+    golden, other = golden_image(), golden_image()
     publish(golden)
     publish(other, prefix="/someone-else/ecs")
     ours, theirs = fleet("prod", [(golden, "required", 1, 1), (other, "required", 1, 1)])
@@ -380,7 +255,7 @@ TEMPLATE_CASES = {
 @pytest.mark.parametrize("case", TEMPLATE_CASES)
 def test_launch_template_findings_follow_the_threat_model(mocked, case):
     template_data, expected, expected_notes = TEMPLATE_CASES[case]
-    publish(golden_ami())
+    publish(golden_image())
     template_id = launch_template("web", data(BASE_AMI), template_data)  # version 2 is $Latest
     fleet("prod", [])
     capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id, "$Latest")})
@@ -405,11 +280,11 @@ def test_launch_template_findings_follow_the_threat_model(mocked, case):
     assert result.data["summary"]["launch_templates_with_findings"] == (1 if expected else 0)
 
 
-def test_launch_template_settings_come_from_the_template_the_account_or_the_golden_ami(
+def test_launch_template_settings_come_from_the_template_the_account_or_the_golden_image(
     mocked, account_defaults
 ):
     account_defaults[CALLER] = {"HttpPutResponseHopLimit": 1}
-    publish(golden_ami())
+    publish(golden_image())
     template_id = launch_template("web", data(ON_GOLDEN, HttpTokens="required"))
     capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id)})
 
@@ -424,7 +299,7 @@ def test_launch_template_settings_come_from_the_template_the_account_or_the_gold
 def test_launch_template_versions_as_the_groups_name_them(mocked):
     """$Latest is the highest version, $Default the default one, a number itself; one call
     describes them all, and each remediation says how its groups take the new version."""
-    publish(golden_ami())
+    publish(golden_image())
     template_id = launch_template(
         "web",
         data(ON_GOLDEN, HttpTokens="optional"),  # 1: the default
@@ -464,7 +339,7 @@ def test_launch_template_versions_as_the_groups_name_them(mocked):
 
 
 def test_instances_name_the_launch_template_version_to_change(mocked):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     template_id = launch_template("web", data(ON_GOLDEN, HttpTokens="optional"))
     auto_scaling_group("web-asg", template_id, "$Latest")
@@ -488,7 +363,7 @@ def test_instances_name_the_launch_template_version_to_change(mocked):
 
 
 def test_groups_on_launch_configurations_and_missing_templates_are_reported(mocked, caplog):
-    publish(golden_ami())
+    publish(golden_image())
     autoscaling = boto3.client("autoscaling", region_name=REGION)
     autoscaling.create_launch_configuration(
         LaunchConfigurationName="old-lc", ImageId=BASE_AMI, InstanceType="t3.micro"
@@ -547,7 +422,7 @@ DEFAULTS_CASES = {
 def test_account_defaults_follow_the_threat_model(mocked, account_defaults, case):
     level, expected, expected_notes = DEFAULTS_CASES[case]
     account_defaults[CALLER] = {**level, "HttpEndpoint": "enabled", "ManagedBy": "account"}
-    publish(golden_ami())
+    publish(golden_image())
     fleet("prod", [])
 
     result, aws = run("--cluster", "prod", "--fail-on-findings")
@@ -574,7 +449,7 @@ def test_account_defaults_follow_the_threat_model(mocked, account_defaults, case
 
 def test_account_default_optional_reaches_the_templates_that_set_nothing(mocked, account_defaults):
     account_defaults[CALLER] = {"HttpTokens": "optional"}
-    publish(golden_ami())
+    publish(golden_image())
     template_id = launch_template("web", data(ON_GOLDEN))
     capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id)})
 
@@ -593,7 +468,7 @@ def test_account_default_optional_reaches_the_templates_that_set_nothing(mocked,
 
 @pytest.mark.parametrize("count", [100, 250, 1000])
 def test_minimal_calls_for_a_named_cluster(mocked, aws_paging, count):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     template_id = launch_template("big", data(ON_GOLDEN, HttpTokens="required", HttpPutResponseHopLimit=2))
     capacity_providers("big", {"big-cp": auto_scaling_group("big-asg", template_id)})
@@ -619,7 +494,7 @@ def test_minimal_calls_for_a_named_cluster(mocked, aws_paging, count):
 
 
 def test_minimal_calls_for_every_cluster_batches_ec2_across_clusters(mocked, aws_paging):
-    golden = golden_ami()
+    golden = golden_image()
     # 12 parameters: GetParametersByPath returns at most 10 a page
     publish(golden, *[f"ami-{n:017x}" for n in range(10)])
     fleet("web", [(golden, "required", 1, 150)])
@@ -644,7 +519,7 @@ def test_minimal_calls_for_capacity_providers_groups_and_launch_templates(mocked
     """6 clusters of 20 capacity providers (ECS's quota per cluster), each with its group:
     DescribeCapacityProviders by 10 (100 names a call), DescribeAutoScalingGroups by 100, and
     one DescribeLaunchTemplateVersions per launch template, whatever versions its groups use."""
-    publish(golden_ami())
+    publish(golden_image())
     templates = [
         launch_template(f"t{n}", data(ON_GOLDEN), data(ON_GOLDEN, HttpPutResponseHopLimit=2))
         for n in range(3)
@@ -678,7 +553,7 @@ def test_minimal_calls_for_capacity_providers_groups_and_launch_templates(mocked
 
 
 def test_fail_on_findings_exit_code(mocked, capsys):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     fleet("clean", [(golden, "required", 1, 1), (golden, "required", 2, 1)])
     fleet("dirty", [(golden, "required", 1, 1), (golden, "required", 3, 1)])
@@ -694,7 +569,7 @@ FINDING = {"key", "message", "setting", "value", "remediation"}
 
 
 def test_json_shape(mocked, capsys):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)
     template_id = launch_template("web", data(BASE_AMI, HttpTokens="optional", HttpPutResponseHopLimit=2))
     auto_scaling_group("web-asg", template_id)
@@ -807,7 +682,7 @@ def test_json_shape(mocked, capsys):
 
 def test_missing_cluster_from_describe_clusters_failures(mocked, capsys):
     """Plain moto lists no container instances for a missing cluster: DescribeClusters says MISSING."""
-    publish(golden_ami())
+    publish(golden_image())
     fleet("prod", [(BASE_AMI, "required", 1, 1)])
     with pytest.raises(NotFoundError, match=f"no ECS cluster 'nope' in {REGION}"):
         run("--cluster", "prod", "--cluster", "nope")
@@ -817,13 +692,13 @@ def test_missing_cluster_from_describe_clusters_failures(mocked, capsys):
 
 def test_missing_cluster_from_cluster_not_found(mocked, aws_paging):
     """AWS raises ClusterNotFoundException from ListContainerInstances."""
-    publish(golden_ami())
+    publish(golden_image())
     with pytest.raises(NotFoundError, match=f"no ECS cluster 'nope' in {REGION}"):
         run("--cluster", "nope")
 
 
 def test_an_empty_cluster_is_not_missing(mocked):
-    publish(golden_ami())
+    publish(golden_image())
     boto3.client("ecs", region_name=REGION).create_cluster(clusterName="empty")
     result, aws = run("--cluster", "empty")
     assert result.data["instances"] == []
@@ -835,7 +710,7 @@ def test_an_empty_cluster_is_not_missing(mocked):
 def test_container_instance_gone_before_describe_is_skipped(mocked, aws_paging, monkeypatch, caplog):
     from moto.ecs.models import EC2ContainerServiceBackend
 
-    publish(golden_ami())
+    publish(golden_image())
     (instance_id,) = fleet("prod", [(BASE_AMI, "required", 1, 1)])
     listed = EC2ContainerServiceBackend.list_container_instances
     gone = f"arn:aws:ecs:{REGION}:{CALLER}:container-instance/prod/0123456789abcdef0123456789abcdef"
@@ -856,7 +731,7 @@ def test_container_instance_whose_ec2_instance_is_gone_is_skipped(mocked):
     """One unknown instance ID fails the whole DescribeInstances: the audit retries without it."""
     from moto.ec2.models import ec2_backends
 
-    publish(golden_ami())
+    publish(golden_image())
     kept, lost = fleet("prod", [(BASE_AMI, "required", 1, 1), (BASE_AMI, "required", 1, 1)])
     backend = ec2_backends[CALLER][REGION]
     for reservation_id, reservation in list(backend.reservations.items()):
@@ -884,7 +759,7 @@ def write_accounts(tmp_path, text: str | bytes):
 
 
 def test_multi_account(mocked, tmp_path, account_defaults):
-    golden = golden_ami()
+    golden = golden_image()
     publish(golden)  # in the caller's account only
     prod, dev = "111111111111", "222222222222"
     account_defaults[dev] = {"HttpTokens": "optional", "HttpPutResponseHopLimit": 2}
@@ -922,7 +797,7 @@ def test_multi_account(mocked, tmp_path, account_defaults):
 
 
 def test_multi_account_one_failing_account(mocked, tmp_path):
-    publish(golden_ami())
+    publish(golden_image())
     prod, dev = "111111111111", "222222222222"
     (prod_id,) = fleet("web", [(BASE_AMI, "required", 1, 1)], session=assumed(prod))
     accounts = write_accounts(tmp_path, f"{prod}\n{dev}\n")
@@ -940,7 +815,7 @@ def test_multi_account_one_failing_account(mocked, tmp_path):
 def test_multi_account_resolve_ssm_resolves_in_the_member_account(mocked, tmp_path):
     """A member's launch template naming the caller's parameter by name resolves it in the
     member's own account: not the golden AMI. By the parameter's ARN it is."""
-    publish(golden_ami())
+    publish(golden_image())
     member = "111111111111"
     session = assumed(member)
     by_name = launch_template("by-name", data(ON_GOLDEN), session=session)

@@ -9,8 +9,6 @@ do (so the fixture answers, and a refusal means the block). The team's rules sta
 
 from __future__ import annotations
 
-import email
-import gzip
 import os
 import re
 import subprocess
@@ -19,6 +17,7 @@ import time
 import pytest
 from local_image.host import LocalHost, systemd_container
 from local_image.make_image import FIXTURE, FIXTURE_VARS, playbook
+from support.user_data import boothook_script
 
 from golden_ami.userdata import build_user_data
 
@@ -50,11 +49,7 @@ BOOTHOOK_FAILURE = (
 
 def boothook() -> str:
     """The boothook as cloud-init runs it: the part gunzipped, its first line a comment to sh."""
-    data = build_user_data("prod", None, allow=["172.31.250.0/24"])
-    part = next(
-        p for p in email.message_from_bytes(data).walk() if p.get_filename() == "ecs-imds-block-boothook.sh"
-    )
-    return gzip.decompress(part.get_payload(decode=True)).decode()
+    return boothook_script(build_user_data("prod", None, allow=["172.31.250.0/24"]))
 
 
 def probe(host: LocalHost, network: str, address: str) -> str:

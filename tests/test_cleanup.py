@@ -7,9 +7,10 @@ import json
 
 import boto3
 import pytest
-from aws_fixtures import REGIONS, fake_credentials, golden_ami
-from golden_ami import cli
 from moto import mock_aws
+from support.aws import REGIONS, fake_credentials, golden_ami
+
+from golden_ami import cli
 
 REGION = REGIONS[0]
 

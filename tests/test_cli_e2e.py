@@ -17,7 +17,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_fixtures import REGIONS, write_manifest
+from support.aws import REGIONS, write_manifest
 
 REGION = REGIONS[0]
 

@@ -145,10 +145,5 @@ def test_bad_arguments_name_the_bad_value(args, message):
     assert message in str(err.value)
 
 
-def test_reference_key_list_is_the_shared_one(known_keys):
-    assert "ECS_AWSVPC_BLOCK_IMDS" in known_keys and "ECS_DISABLE_PRIVILEGED" in known_keys
-    assert known_keys == sorted(set(known_keys), key=known_keys.index)  # no duplicates
-
-
 def test_filter_module_exports():
     assert set(FilterModule().filters()) == {"ecs_config_settings"}

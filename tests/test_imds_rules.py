@@ -97,7 +97,7 @@ def test_allowlist_must_be_a_list_not_a_string():
 
 
 def test_filter_module_exports():
-    assert set(FilterModule().filters()) == {"imds_rules", "imds_cidrs"}
+    assert set(FilterModule().filters()) == {"imds_rules"}
 
 
 # --- hostile input (issue 12): each case, its exact one-line message ---------------------------

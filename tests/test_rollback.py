@@ -6,9 +6,10 @@ import json
 
 import boto3
 import pytest
-from aws_fixtures import REGIONS, fake_credentials, golden_ami, write_manifest
-from golden_ami import cli
 from moto import mock_aws
+from support.aws import REGIONS, fake_credentials, golden_ami, write_manifest
+
+from golden_ami import cli
 
 LATEST = "/golden-ami/ecs/al2023/x86_64/latest"
 HOUR = 3600

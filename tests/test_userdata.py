@@ -9,19 +9,18 @@ PyYAML in the interpreter that runs pytest. Without them it fails, it never skip
 from __future__ import annotations
 
 import base64
-import email
 import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from imds_rules import imds_rules
+from support.cloud_init import parse as cloud_init_parse
+from support.role import rendered_files
+from support.user_data import boothook_script, heredocs, kinds, leaves
 
 from golden_ami import boothook, cli
 from golden_ami.aws import UsageError
@@ -55,36 +54,6 @@ MIME = (
 ).encode()
 
 
-def parts(data: bytes) -> list[email.message.Message]:
-    return [part for part in email.message_from_bytes(data).walk() if not part.is_multipart()]
-
-
-def kinds(data: bytes) -> list[tuple[str, str | None]]:
-    return [(part.get_content_type(), part.get_filename()) for part in parts(data)]
-
-
-def boothook_script(data: bytes) -> str:
-    return gzip.decompress(parts(data)[0].get_payload(decode=True)).decode()
-
-
-HEREDOC = re.compile(
-    r"^(put (\S+) (0\d{3})|\S+ merge [46] (\S+)) <<'ECS_IMDS_BLOCK_EOF'.*?\n(.*?)^ECS_IMDS_BLOCK_EOF\n",
-    re.M | re.S,
-)
-
-
-def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
-    """What the boothook writes: path -> (mode, content), read from its quoted heredocs; a rules
-    file, merged into what the host has, shows as ("merge", the rendered rules)."""
-    script = boothook_script(data)
-    found = {}
-    for _, put_path, mode, merge_path, content in HEREDOC.findall(script):
-        found[put_path or merge_path] = (mode or "merge", content)
-    ours = script.count("<<'ECS_IMDS_BLOCK_EOF'")  # the loader's own heredocs are content, not ours
-    assert len(found) == ours, "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
-    return found
-
-
 # --- the parts ------------------------------------------------------------------------------
 
 
@@ -110,7 +79,7 @@ def test_without_existing_user_data_two_parts():
 def test_existing_single_part_sits_between_ours_byte_for_byte(existing, content_type):
     data = build_user_data("prod", existing)
     assert kinds(data) == [BOOTHOOK, (content_type, "existing-user-data"), ECS_CONFIG]
-    assert parts(data)[1].get_payload(decode=True) == existing
+    assert leaves(data)[1].get_payload(decode=True) == existing
 
 
 def test_existing_mime_archive_is_merged_in_order_payloads_types_and_names_kept():
@@ -121,8 +90,8 @@ def test_existing_mime_archive_is_merged_in_order_payloads_types_and_names_kept(
         ("text/x-shellscript", "userdata.txt"),
         ECS_CONFIG,
     ]
-    theirs = parts(MIME)
-    merged = parts(data)[1:3]
+    theirs = leaves(MIME)
+    merged = leaves(data)[1:3]
     assert [p.get_payload(decode=True) for p in merged] == [MIME_CLOUD_CONFIG, MIME_SCRIPT]
     assert [p.get_payload(decode=True) for p in merged] == [p.get_payload(decode=True) for p in theirs]
     assert [p["Content-Type"] for p in merged] == [p["Content-Type"] for p in theirs]
@@ -170,67 +139,8 @@ def test_boothook_loader_and_merge_are_the_roles_files_byte_for_byte():
 
 @pytest.fixture(scope="session")
 def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple[str, str]]]:
-    """path -> (mode, content) of every file the role writes on Amazon Linux 2023, for IPv6 on
-    and off, as the role's own tasks render them: validate.yml, then files.yml in check mode,
-    which writes nothing here and ends the play before the reload handler."""
-    out = tmp_path_factory.mktemp("role-files")
-    # Amazon Linux 2023's facts, in place of gathering this machine's.
-    facts = {"distribution": "Amazon", "distribution_major_version": "2023", "distribution_version": "2023"}
-    tasks = [{"ansible.builtin.set_fact": {**facts, "cacheable": True}}]
-    for ipv6 in (True, False):
-        tasks += [
-            {
-                "ansible.builtin.include_role": {"name": "ecs_imds_block", "tasks_from": step},
-                "vars": {"ecs_imds_block_ipv6": ipv6},
-            }
-            for step in ("validate.yml", "ecs_config.yml", "files.yml")
-        ]
-        tasks.append(
-            {
-                "ansible.builtin.copy": {
-                    "content": "{{ ecs_imds_block__files | to_json }}",
-                    "dest": f"{out}/{ipv6}.json",
-                },
-                "check_mode": False,
-            }
-        )
-    tasks.append({"ansible.builtin.meta": "end_play"})
-    play = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}
-    (out / "play.yml").write_text(json.dumps([play]))
-    env = {
-        **os.environ,
-        "ANSIBLE_LOCAL_TEMP": str(out / "tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_ROLES_PATH": str(ROLE.parent),
-    }
-    result = subprocess.run(
-        [
-            ansible_playbook,
-            "-i",
-            "localhost,",
-            "--check",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            out / "play.yml",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert result.returncode == 0, f"ansible-playbook failed:\n{result.stdout}\n{result.stderr}"
-    rendered = {ipv6: json.loads((out / f"{ipv6}.json").read_text()) for ipv6 in (True, False)}
-    # ecs.config is the user data's last part's, and ecs.service's drop-in's, not the boothook's.
-    for specs in rendered.values():
-        (ecs_config,) = [spec for spec in specs if spec["path"] == "/etc/ecs/ecs.config"]
-        assert ecs_config["merge"] == "ecs_config" and "owner" not in ecs_config
-        specs.remove(ecs_config)
-    assert all(spec["owner"] == spec["group"] == "root" for specs in rendered.values() for spec in specs)
-    return {
-        ipv6: {
-            spec["path"]: ("merge" if spec.get("merge") else spec["mode"], spec["content"]) for spec in specs
-        }
-        for ipv6, specs in rendered.items()
-    }
+    """path -> (mode, content) of every file the role writes on Amazon Linux 2023, IPv6 on and off."""
+    return rendered_files(ansible_playbook, tmp_path_factory.mktemp("role-files"))
 
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
@@ -300,7 +210,7 @@ def test_boothook_heredocs_write_exactly_those_bytes_through_a_real_shell(tmp_pa
 
 
 def test_ecs_config_part_merges_cluster_and_awsvpc_block(tmp_path):
-    script = parts(build_user_data("prod-blue_2", None))[-1].get_payload(decode=True).decode()
+    script = leaves(build_user_data("prod-blue_2", None))[-1].get_payload(decode=True).decode()
     assert "set -eu\n" in script
     command = (
         "/usr/local/sbin/ecs-imds-block ecs-config /etc/ecs/ecs.config "
@@ -486,88 +396,6 @@ def test_cli_refuses_before_writing_anything(tmp_path, capsys, args, message):
 
 # --- cloud-init's own parser ------------------------------------------------------------------
 
-CLOUD_INIT_PARSE = textwrap.dedent(
-    """
-    import base64, json, sys, tempfile
-    from cloudinit import helpers, user_data
-
-    scratch = tempfile.mkdtemp()
-    paths = helpers.Paths({"cloud_dir": scratch + "/cloud", "run_dir": scratch + "/run"})
-    with open(sys.argv[1], "rb") as handle:
-        message = user_data.UserDataProcessor(paths).process(handle.read())
-    print(json.dumps([
-        [part.get_content_type(), part.get_filename(),
-         base64.b64encode(part.get_payload(decode=True)).decode()]
-        for part in message.walk() if not part.is_multipart()
-    ]))
-    """
-)
-
-
-def _apt_get(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    # The download runs as root into a folder _apt may not read: keep apt from warning about it.
-    return subprocess.run(
-        ["apt-get", "-q", "-o", "APT::Sandbox::User=root", *args], cwd=cwd, capture_output=True, text=True
-    )
-
-
-@pytest.fixture(scope="session")
-def cloud_init(request) -> Path:
-    """cloud-init's Python package, from Debian's `cloud-init` .deb unpacked (never installed) into
-    the pytest cache; CLOUD_INIT_DEB may name a .deb that is already there."""
-    cache = Path(request.config.cache.mkdir("cloud-init"))
-    tree = cache / "root"
-    dist = tree / "usr" / "lib" / "python3" / "dist-packages"
-    if not (dist / "cloudinit" / "user_data.py").is_file():
-        missing = [tool for tool in ("apt-get", "dpkg-deb") if not shutil.which(tool)]
-        if missing:
-            pytest.fail(f"the cloud-init test needs {' and '.join(missing)} (a Debian machine)")
-        debs = [Path(os.environ["CLOUD_INIT_DEB"])] if os.environ.get("CLOUD_INIT_DEB") else []
-        debs = debs or sorted(cache.glob("cloud-init_*.deb"))
-        if not debs:
-            download = _apt_get(["download", "cloud-init"], cache)
-            if download.returncode:  # a fresh machine has no package lists yet
-                update = _apt_get(["update"], cache)
-                download = _apt_get(["download", "cloud-init"], cache) if update.returncode == 0 else update
-            if download.returncode:
-                pytest.fail(
-                    "cannot get Debian's cloud-init package for the cloud-init test: "
-                    f"`apt-get update && apt-get download cloud-init` (as root) failed:\n{download.stderr}"
-                )
-            debs = sorted(cache.glob("cloud-init_*.deb"))
-        staging = cache / "root.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
-        shutil.rmtree(tree, ignore_errors=True)
-        staging.rename(tree)
-    probe = subprocess.run(
-        [sys.executable, "-c", "import cloudinit.user_data, cloudinit.helpers"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(dist)},
-    )
-    if probe.returncode:
-        error = (probe.stderr.strip().splitlines() or ["no message"])[-1]
-        pytest.fail(
-            f"cloud-init's user-data parser does not import under {sys.executable}: {error}. "
-            "It needs the Python packages requests and PyYAML (both in this project's dev extras)"
-        )
-    return dist
-
-
-def cloud_init_parts(cloud_init: Path, data: bytes, tmp_path: Path) -> list[tuple[str, str, bytes]]:
-    (tmp_path / "user-data").write_bytes(data)
-    (tmp_path / "parse.py").write_text(CLOUD_INIT_PARSE)
-    result = subprocess.run(
-        [sys.executable, str(tmp_path / "parse.py"), str(tmp_path / "user-data")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(cloud_init)},
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, f"cloud-init could not process the user data:\n{result.stderr}"
-    return [(ctype, name, base64.b64decode(payload)) for ctype, name, payload in json.loads(result.stdout)]
-
 
 @pytest.mark.parametrize(
     ("existing", "theirs"),
@@ -588,8 +416,8 @@ def cloud_init_parts(cloud_init: Path, data: bytes, tmp_path: Path) -> list[tupl
 )
 def test_cloud_init_reads_the_parts_in_order(cloud_init, tmp_path, existing, theirs):
     data = build_user_data("prod", existing)
-    seen = cloud_init_parts(cloud_init, data, tmp_path)
-    ours = parts(data)
+    seen = cloud_init_parse(cloud_init, data, tmp_path)
+    ours = leaves(data)
     assert seen == [
         ("text/cloud-boothook", BOOTHOOK[1], gzip.decompress(ours[0].get_payload(decode=True))),
         *theirs,

@@ -7,7 +7,7 @@ that rewrites ecs.config removes our line; ecs.service's drop-in (its ExecStartP
 just before the agent starts.
 
 Each case boots the user data through Debian's cloud-init package (unpacked by the `cloud_init`
-fixture of test_userdata.py) in a throwaway container of the offline base image, with no
+fixture of conftest.py) in a throwaway container of the offline base image, with no
 network: the real Init stage (DataSourceNone serves the user data; UserDataProcessor and the
 default part handlers place the parts), then the package's own module sections, cut down to
 write-files (init stage) and scripts-user (final stage, `subp.runparts`). Then the exact
@@ -17,19 +17,14 @@ the ECS agent reads it (`effective_ecs_config`).
 
 from __future__ import annotations
 
-import email
 import gzip
-import json
 import shlex
-import subprocess
-import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from ecs_imds_block_merge import effective_ecs_config
-from test_userdata import cloud_init  # noqa: F401 - the session fixture, registered by this import
+from support.cloud_init import boot
+from support.user_data import leaves, payload
 
 from golden_ami import boothook, userdata
 from golden_ami.userdata import build_user_data
@@ -54,160 +49,6 @@ WRITE_FILES = (
     b"      ECS_LOGLEVEL=debug\n"
 )
 
-# Runs inside the container. The loader and its merge come from the repository: on the golden AMI
-# they are installed, elsewhere the boothook writes these same bytes (test_userdata checks that).
-# The boothook itself is placed by cloud-init's boothook handler, which then calls subp.subp on
-# it: that one call is recorded, not run (what the boothook does is covered by test_userdata and
-# the Molecule scenarios; here only its place in the order matters). Every other command runs.
-DRIVER = textwrap.dedent(
-    """
-    # cloudinit.importer calls importlib.util.find_spec without importing importlib.util; the
-    # real requests package imports it first, the stand-in below does not.
-    import importlib.util  # noqa: F401
-    import json
-    import logging
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    from cloudinit import log, sources, stages, subp
-    from cloudinit.config.modules import Modules
-    from cloudinit.settings import PER_INSTANCE
-
-    ECS_CONFIG = "/etc/ecs/ecs.config"
-    case = json.load(open("/in/case.json"))
-
-    log.setupBasicLogging(logging.DEBUG)
-    problems = []
-    class Problems(logging.Handler):
-        def emit(self, record):
-            problems.append(self.format(record))
-    handler = Problems(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-
-    os.makedirs("/etc/cloud")
-    shutil.copy("/in/cloud.cfg", "/etc/cloud/cloud.cfg")
-    os.makedirs("/etc/ecs")  # ecs-init's directory, with no ecs.config in it yet
-    os.makedirs("/usr/local/lib/ecs-imds-block")
-    shutil.copy("/in/ecs-imds-block", "/usr/local/sbin/ecs-imds-block")
-    os.chmod("/usr/local/sbin/ecs-imds-block", 0o755)
-    shutil.copy("/in/ecs_imds_block_merge.py", "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py")
-    os.chmod("/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py", 0o644)
-
-    def ecs_config():
-        try:
-            with open(ECS_CONFIG, "rb") as handle:
-                return handle.read().decode()
-        except FileNotFoundError:
-            return None
-
-    timeline = []
-    commands = []
-    real_subp = subp.subp
-    instance = None
-
-    def spy(args, *rest, **kwargs):
-        path = args[0] if isinstance(args, (list, tuple)) else args
-        where = os.path.relpath(os.path.realpath(path), instance) if instance else path
-        if where.startswith("boothooks/"):
-            timeline.append(["boothook (not run)", os.path.basename(where), ecs_config()])
-            return "", ""
-        result = real_subp(args, *rest, **kwargs)
-        if where.startswith("scripts/"):
-            timeline.append(["script", os.path.basename(where), ecs_config()])
-        else:
-            commands.append(args)  # cloud-init's own probes (systemd-detect-virt, ...)
-        return result
-
-    subp.subp = spy  # runparts and the boothook handler both call it through the module
-
-    # `cloud-init init`: the Init stage, without the network and hostname steps.
-    init = stages.Init(ds_deps=[sources.DEP_FILESYSTEM, sources.DEP_NETWORK])
-    init.read_cfg()
-    init.initialize()
-    init.fetch(existing="trust")
-    init.instancify()
-    instance = os.path.realpath(init.paths.get_ipath_cur())  # instances/<id>, not the link
-    init.update()
-    init.consume_data(PER_INSTANCE)
-    timeline.append(["part handlers", "consume_data", ecs_config()])
-    placed = {
-        kind: {
-            name: open(os.path.join(instance, kind, name)).read()
-            for name in sorted(os.listdir(os.path.join(instance, kind)))
-        }
-        for kind in ("boothooks", "scripts")
-        if os.path.isdir(os.path.join(instance, kind))
-    }
-
-    # `cloud-init modules --mode config` and `--mode final` run in processes of their own, each
-    # with a new Init that reads the cached datasource; one Modules object here runs all three.
-    mods = Modules(init, [])
-    failures = {}
-    for section in ("cloud_init_modules", "cloud_config_modules", "cloud_final_modules"):
-        ran, failed = mods.run_section(section)
-        timeline.append([section, ran, ecs_config()])
-        if failed:
-            failures[section] = [[name, repr(error)] for name, error in failed]
-
-    # The agent's unit: systemd runs ExecStartPre with its own small environment.
-    pre = subprocess.run(
-        case["exec_start_pre"],
-        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"},
-        capture_output=True,
-        text=True,
-    )
-    timeline.append(["ExecStartPre", pre.returncode, ecs_config()])
-
-    with open("/out/report.json", "w") as out:
-        json.dump(
-            {
-                "timeline": timeline,
-                "placed": placed,
-                "failures": failures,
-                "commands": commands,
-                "problems": problems,
-                "exec_start_pre_stderr": pre.stderr,
-            },
-            out,
-        )
-    """
-)
-
-# The base image's python3 lacks three packages that cloud-init imports at the top of modules on
-# this code path but uses only elsewhere: requests (cloudinit.url_helper; used to fetch URLs, and
-# this user data has no #include and the container no network), configobj (network-config
-# parsers of cloudinit.distros), jsonpatch (#cloud-config-jsonp parts only). These stand-ins
-# import, and fail loudly if anything calls into them.
-UNUSED = textwrap.dedent(
-    """
-    def module(name):
-        made = {}
-
-        def attribute(attr):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-
-            def __init__(self, *args, **kwargs):
-                raise RuntimeError(f"{name}.{attr} is a stand-in: this code path must not use it")
-
-            return made.setdefault(attr, type(attr, (Exception,), {"__init__": __init__}))
-
-        return attribute
-    """
-)
-STUBS = {
-    "_unused.py": UNUSED,
-    "configobj.py": "import _unused\n__getattr__ = _unused.module('configobj')\n",
-    "jsonpatch.py": "import _unused\n__getattr__ = _unused.module('jsonpatch')\n",
-    "requests/__init__.py": (
-        "import _unused\nfrom . import exceptions\n__getattr__ = _unused.module('requests')\n"
-    ),
-    "requests/exceptions.py": "import _unused\n__getattr__ = _unused.module('requests.exceptions')\n",
-}
-
 
 def exec_start_pre() -> list[str]:
     """The argv of the ExecStartPre line of the role's rendered ecs.service drop-in."""
@@ -219,88 +60,18 @@ def exec_start_pre() -> list[str]:
     return argv
 
 
-def cloud_cfg(cloud_init_dist: Path, user_data: bytes) -> str:
-    """Debian's packaged /etc/cloud/cloud.cfg, its module lists cut down to write-files and
-    scripts-user, with DataSourceNone serving ``user_data``."""
-    packaged = cloud_init_dist.parents[3] / "etc" / "cloud" / "cloud.cfg"
-    cfg = yaml.safe_load(packaged.read_text())
-    keep = {
-        "cloud_init_modules": ["write-files"],
-        "cloud_config_modules": [],
-        "cloud_final_modules": ["scripts-user"],
-    }
-    for section, names in keep.items():
-        assert set(names) <= set(cfg[section]), f"the package's {section} lacks {names}"
-        cfg[section] = names
-    cfg["datasource_list"] = ["None"]
-    cfg["datasource"] = {"None": {"userdata_raw": user_data.decode("ascii")}}
-    return yaml.safe_dump(cfg)
-
-
-def boot(cloud_init_dist: Path, image: str, work: Path, user_data: bytes) -> dict:
-    """cloud-init's init and final stages on ``user_data``, then ecs.service's ExecStartPre, in a
-    container with no network; returns the driver's report."""
-    inputs, stubs, out = work / "in", work / "stubs", work / "out"
-    for folder in (inputs, stubs, out):
-        folder.mkdir()
-    (inputs / "driver.py").write_text(DRIVER)
-    (inputs / "cloud.cfg").write_text(cloud_cfg(cloud_init_dist, user_data))
-    (inputs / "case.json").write_text(json.dumps({"exec_start_pre": exec_start_pre()}))
-    (inputs / "ecs-imds-block").write_bytes((ROLE / "files" / "ecs-imds-block").read_bytes())
-    merge = ROLE / "module_utils" / "ecs_imds_block_merge.py"
-    (inputs / "ecs_imds_block_merge.py").write_bytes(merge.read_bytes())
-    for name, text in STUBS.items():
-        (stubs / name).parent.mkdir(parents=True, exist_ok=True)
-        (stubs / name).write_text(text)
-    # The base image's python3 has no PyYAML, which cloud-init needs: the package of the
-    # interpreter running pytest is lent read-only (pure Python if its C part does not load).
-    pyyaml = Path(yaml.__file__).parent
-    name = f"ecs-imds-test-order-{uuid.uuid4().hex[:12]}"
-    command = [
-        "docker", "run", "--rm", "--name", name, "--pull", "never", "--network", "none",
-        "-v", f"{cloud_init_dist}:/opt/cloud-init:ro",
-        "-v", f"{pyyaml}:/opt/pydeps/yaml:ro",
-        "-v", f"{stubs}:/opt/stubs:ro",
-        "-v", f"{inputs}:/in:ro",
-        "-v", f"{out}:/out",
-        "-e", "PYTHONPATH=/opt/cloud-init:/opt/pydeps:/opt/stubs",
-        "--entrypoint", "python3", image, "/in/driver.py",
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        pytest.fail("cloud-init in the container took over 120 s")
-    except OSError as exc:
-        pytest.fail(f"cannot run docker: {exc}")
-    if result.returncode or not (out / "report.json").exists():
-        pytest.fail(f"cloud-init in the container failed ({result.returncode}):\n{result.stderr[-6000:]}")
-    report = json.loads((out / "report.json").read_text())
-    report["log"] = result.stderr
-    return report
-
-
 @pytest.fixture(scope="module")
-def booted(cloud_init, docker_image, tmp_path_factory):  # noqa: F811 - the imported fixture
+def booted(cloud_init, docker_image, tmp_path_factory):
     """case -> report, each case booted once."""
     done: dict[str, dict] = {}
 
     def run(case: str) -> dict:
         if case not in done:
             data = build_user_data("prod", CASES[case][0])
-            done[case] = boot(cloud_init, docker_image, tmp_path_factory.mktemp(case), data)
+            done[case] = boot(cloud_init, docker_image, tmp_path_factory.mktemp(case), data, exec_start_pre())
         return done[case]
 
     return run
-
-
-def leaves(data: bytes) -> list[email.message.Message]:
-    return [leaf for leaf in email.message_from_bytes(data).walk() if not leaf.is_multipart()]
-
-
-def payload(data: bytes, name: str) -> bytes:
-    [part] = [leaf for leaf in leaves(data) if leaf.get_filename() == name]
-    return part.get_payload(decode=True)
 
 
 OURS_SET = "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n"

@@ -297,4 +297,4 @@ class FilterModule:
     """The ecs_imds_block rule filters."""
 
     def filters(self):
-        return {"imds_rules": imds_rules, "imds_cidrs": normalize_cidrs}
+        return {"imds_rules": imds_rules}
