@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # The README's two commands, `make test` and `make image`, and `make ami` for a real AMI.
 SHELL := /bin/bash
 VENV := .venv

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """python -m benchmarks: measure the golden-AMI pipeline, print a table, write results.
 
     python -m benchmarks                 # everything (~10-15 min on 2 cores), writes results/latest.json

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Measurement 4: API calls and wall time of `golden-ami audit` as one cluster grows.
 
 Against moto in this process, with moto made to page and refuse as AWS does

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Measurement 3: what the rules cost traffic that is allowed through.
 
 Every forwarded packet walks DOCKER-USER, so the question is whether the role's rules slow

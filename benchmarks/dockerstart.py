@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Measurement 5: what the block's drop-in costs docker.service's start.
 
 The role's drop-in, /etc/systemd/system/docker.service.d/50-ecs-imds-block.conf, orders

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """An instance booted from the golden image, with the EC2 network fixture around it.
 
 Built from local_image's own blocks, as `make image` verifies its image: systemd_container

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The images the benchmarks run on, built once and reused.
 
 - ecs-imds-golden:local: the `make image` result, built with local_image.make_image if missing.

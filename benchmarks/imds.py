@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Measurement 1: how long a blocked IMDS request takes to fail, next to an allowed one.
 
 Three cases on one golden instance, at the same time, each from its own client container:

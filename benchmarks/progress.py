@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Progress lines on stderr, stamped with the seconds since the run started."""
 
 from __future__ import annotations

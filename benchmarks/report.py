@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The results file, the printed table and the targets, from the measurements' results."""
 
 from __future__ import annotations

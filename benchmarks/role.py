@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Measurement 2: what applying the role costs, next to the seed's shell recipe.
 
 Each run boots fresh targets from the bench image (the Debian base with iptables-persistent

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The one statistics helper every measurement uses, so medians and p95s mean the same thing."""
 
 from __future__ import annotations

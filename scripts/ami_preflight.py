@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Checks before `make ami` spends money: the variant exists, AWS credentials are present,
 and the Packer on PATH can read these templates.
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Shared fixtures. Tests that need Docker or root fail loudly without them: never skip."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """golden-ami audit against moto: findings, exact API call counts, exit codes, JSON, accounts.
 
 The findings follow the threat model's table; each of its rows has a test here for running

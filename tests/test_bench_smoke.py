@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`python -m benchmarks --smoke`: the harness starts, the IMDS client runs on the botocore it
 ships to containers, and the moto audit path counts calls as the formula says, in seconds and
 without touching benchmarks/results/latest.json."""

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The user-data boothook on a real host: systemd, Docker and the EC2 network fixture of
 molecule/fixture/prepare.yml, with a package manager that fails (no repository reachable) and a
 platform team's own firewall in /etc/sysconfig/iptables and ip6tables.

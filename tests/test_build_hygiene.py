@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Build hygiene, on a scratch root: the clean step removes build-time state, and the
 validate step fails the build on any leftover."""
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """golden-ami cleanup, against moto: what it deletes, and every case it must keep."""
 
 from __future__ import annotations

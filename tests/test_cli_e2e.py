@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """End to end: the installed `golden-ami` executable against moto_server on 127.0.0.1,
 through publish, then find, then cleanup; and every subcommand's error paths through the
 executable, each one line and no traceback. No traffic leaves loopback: instance metadata is

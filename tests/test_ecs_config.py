@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The ecs.config merge: the settings checked on the controller, then merged as the host merges
 them (module_utils/ecs_imds_block_merge.py): existing content survives byte for byte."""
 

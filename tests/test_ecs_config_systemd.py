@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The merged ecs.config as systemd itself reads it (EnvironmentFile=, as ecs.service does), and
 as ecs-init reads it: for random existing files, the merge is idempotent, and either both
 readers see our setting or the merge refuses the file in one line, naming why."""

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The IAM policies of iam/: parliament-clean, no wildcard actions, and granting what the code calls.
 
 - parliament (the version pinned in pyproject.toml), run without iam/parliament.yaml, finds

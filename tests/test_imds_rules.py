@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The rules renderer, directly: good and bad inputs."""
 
 from __future__ import annotations

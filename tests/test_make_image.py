@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`make image`'s report and manifest, without building (the build itself runs in CI's
 molecule environment)."""
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`make ami`'s preflight: clear, early failures before anything reaches AWS."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """golden-ami publish and find, against moto."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Hostile and malformed input given to the role, on a real host (the offline base image): the
 role stops with one line naming the bad value, and nothing on the host has changed."""
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """golden-ami rollback, against moto: latest moves back in every region, or in none."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`golden-ami user-data`: the parts, the role's own files inside the boothook, refusals,
 the CLI, and cloud-init's own parser reading the result.
 

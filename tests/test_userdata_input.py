@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`golden-ami user-data` against hostile and malformed input (issue 12): each case is refused
 before anything is written, with exit 2 and one line; the output file is 0600; the command
 runs whatever the AWS configuration is; a reader that goes away ends it quietly.

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The order in which cloud-init runs the parts of `golden-ami user-data`, with cloud-init's own code.
 
 cloud-init stores each shell-script part under its file name in the instance's scripts directory

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """New TCP connections per second through the host's FORWARD path (stdlib only).
 
     python3 connect_rate.py serve ADDRESS PORT       # in the imds namespace: accept and close

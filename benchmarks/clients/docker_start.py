@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """One timed start of docker.service, with or without the role's drop-in (stdlib only, root).
 
     python3 docker_start.py with|without DROPIN PARKED     # in the host: prints one JSON line

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Runs INSIDE a bench container (Debian's python3, botocore on PYTHONPATH): times N IMDS
 credential fetches with two clients and prints one JSON line per request.
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`make image`: the credential-free twin of the Packer build.
 
 Applies playbooks/golden-ami.yml to a local host container (the offline Debian base, or an

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Audit ECS container instances, their launch templates and the account's IMDS defaults.
 
 Walks the ECS clusters of one region (those named with --cluster, or all of them), finds the

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Shared AWS plumbing: one session and client factory with adaptive retries, API call
 counting, and ClientError codes mapped to one-line messages.
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The ecs_imds_block role's tasks on Amazon Linux 2023 / 2, as shell: the boothook of
 `golden-ami user-data`, and the script that sets the cluster in ecs.config.
 

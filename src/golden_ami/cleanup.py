@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Deregister old golden AMIs and delete their snapshots; a dry run unless --apply.
 
 Per region, and per OS and architecture, it keeps the newest N AMIs this project built (tag

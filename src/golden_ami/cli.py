@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """golden-ami: publish, find and clean up the golden ECS AMIs, write user data for hosts
 that are not on them, and audit a fleet.
 

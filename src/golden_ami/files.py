@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Reading the files a command is given: never more than a bound, every failure one UsageError."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Print the current golden AMI of an OS and architecture (or one build of it)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The SSM layout every command reads or writes, in one place.
 
     {prefix}/{os}/{arch}/latest    the current AMI of a variant; publish and rollback move it

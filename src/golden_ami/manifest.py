@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Read the manifest that `make ami` (Packer) or `make image` writes, checked against its
 schema before anything calls AWS: every refusal is one UsageError naming the file and field.
 """

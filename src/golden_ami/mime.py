@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """MIME multipart user data as cloud-init reads it: a part from a payload, a host's existing
 user data as parts (a script, cloud-config, a MIME archive; gzipped or not), the archive of
 parts, and what an archive holds.

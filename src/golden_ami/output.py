@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """What a subcommand hands back: data for --json, text for people, and an exit code."""
 
 from __future__ import annotations

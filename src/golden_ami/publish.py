@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Publish a build's AMIs in SSM once every one of them is available.
 
 Writes {prefix}/{os}/{arch}/{build} (immutable) and moves {prefix}/{os}/{arch}/latest, both

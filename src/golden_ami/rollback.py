@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Move latest back to an earlier build (the previous one by default), in every region or none.
 
 Reads the immutable {prefix}/{os}/{arch}/{build} entries that publish wrote, checks that the

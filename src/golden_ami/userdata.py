@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`golden-ami user-data`: MIME user data that gives an ECS host not on the golden AMI the
 role's IMDS block.
 

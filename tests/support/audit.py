@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The moto fleet of tests/test_audit.py: golden AMIs published as `publish` writes them, ECS
 clusters of container instances, launch templates, Auto Scaling groups and capacity providers;
 the audit run as the CLI runs it, and its JSON read back by instance and by template.

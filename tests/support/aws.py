@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Shared moto helpers: fake credentials, golden AMIs and Packer manifests."""
 
 from __future__ import annotations

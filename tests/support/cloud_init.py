@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """cloud-init's own code, run on generated user data: Debian's `cloud-init` package unpacked
 (never installed), its user-data parser, and its Init and final stages booted in a container
 of the offline base image with no network.

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The machinery of tests/test_iam.py: IAM policies read as IAM reads their actions, a static
 extractor of every boto3 call of src/golden_ami, and the proof that a parliament finding is a
 false positive.

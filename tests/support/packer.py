@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """What `packer build` would configure, worked out from the HCL of a directory without Packer.
 
 `Templates(directory, variables={...}, now=...)` parses every *.pkr.hcl with python-hcl2 and

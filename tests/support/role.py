@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The files the ecs_imds_block role writes, as its own tasks render them, without a host."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The extractor of tests/support/iam.py on code written for it: it must find every kind of
 boto3 call the CLI makes, and refuse, naming it, what it cannot resolve. Without these, a
 coverage test that finds nothing would pass.

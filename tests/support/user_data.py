@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Reading generated user data back: its parts, the boothook, and what the boothook writes."""
 
 from __future__ import annotations

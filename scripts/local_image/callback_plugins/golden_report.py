@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Ansible callback for `make image`: a line of progress per task on stderr, and each assert
 (with its loop item) recorded as JSON lines for the report."""
 
