@@ -67,11 +67,12 @@ def test_stage_times_are_printed_for_each_stage_and_a_failed_one(tmp_path):
 
 
 @pytest.mark.molecule
-def test_the_scenario_builds_its_host_image_when_none_exists(docker_image):
+def test_the_scenario_builds_its_host_image_when_none_exists(docker_image, tmp_path):
     prefix = f"ecs-imds-test-{uuid.uuid4().hex[:8]}"
     image = f"{prefix}-debian12:latest"
     env = {k: v for k, v in os.environ.items() if k != "BASE_IMAGE"}
     env.update(IMAGE_PREFIX=prefix, MOLECULE_DISTRO="debian12", PY_COLORS="0", ANSIBLE_NOCOLOR="1")
+    env["MOLECULE_EPHEMERAL_DIRECTORY"] = str(tmp_path / "molecule")  # apart from any instance's state
     try:
         result = subprocess.run(
             ["molecule", "dependency", "-s", "default"], cwd=ROOT, env=env, capture_output=True, text=True

@@ -17,7 +17,8 @@ def molecule(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_verify_fails_when_bridge_blocking_is_off(docker_image):
-    molecule("destroy", "-s", "default")
+    """On the instance `molecule test --destroy=never` left (create and prepare are then no-ops),
+    or on a new one; destroyed at the end either way."""
     try:
         for step in ("create", "prepare"):
             assert molecule(step, "-s", "default").returncode == 0, step
