@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """`make test`'s own machinery: the preflight names what is missing at once, the stages are timed
 even when one fails, and the Molecule scenario builds its host image when none exists."""
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The verify step can fail: converge without the bridge rule, and verify must say so."""
 
 from __future__ import annotations
