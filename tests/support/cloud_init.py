@@ -8,6 +8,7 @@ of the offline base image with no network.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -52,28 +53,11 @@ def unpack(cache: Path) -> Path:
     ``cache``; CLOUD_INIT_DEB may name a .deb that is already there."""
     tree = cache / "root"
     dist = tree / "usr" / "lib" / "python3" / "dist-packages"
-    if not (dist / "cloudinit" / "user_data.py").is_file():
-        missing = [tool for tool in ("apt-get", "dpkg-deb") if not shutil.which(tool)]
-        if missing:
-            pytest.fail(f"the cloud-init test needs {' and '.join(missing)} (a Debian machine)")
-        debs = [Path(os.environ["CLOUD_INIT_DEB"])] if os.environ.get("CLOUD_INIT_DEB") else []
-        debs = debs or sorted(cache.glob("cloud-init_*.deb"))
-        if not debs:
-            download = _apt_get(["download", "cloud-init"], cache)
-            if download.returncode:  # a fresh machine has no package lists yet
-                update = _apt_get(["update"], cache)
-                download = _apt_get(["download", "cloud-init"], cache) if update.returncode == 0 else update
-            if download.returncode:
-                pytest.fail(
-                    "cannot get Debian's cloud-init package for the cloud-init test: "
-                    f"`apt-get update && apt-get download cloud-init` (as root) failed:\n{download.stderr}"
-                )
-            debs = sorted(cache.glob("cloud-init_*.deb"))
-        staging = cache / "root.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
-        shutil.rmtree(tree, ignore_errors=True)
-        staging.rename(tree)
+    # Test workers run side by side: one downloads and unpacks, the others wait for it.
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dist / "cloudinit" / "user_data.py").is_file():
+            _unpack(cache, tree)
     probe = subprocess.run(
         [sys.executable, "-c", "import cloudinit.user_data, cloudinit.helpers"],
         capture_output=True,
@@ -87,6 +71,30 @@ def unpack(cache: Path) -> Path:
             "It needs the Python packages requests and PyYAML (both in this project's dev extras)"
         )
     return dist
+
+
+def _unpack(cache: Path, tree: Path) -> None:
+    missing = [tool for tool in ("apt-get", "dpkg-deb") if not shutil.which(tool)]
+    if missing:
+        pytest.fail(f"the cloud-init test needs {' and '.join(missing)} (a Debian machine)")
+    debs = [Path(os.environ["CLOUD_INIT_DEB"])] if os.environ.get("CLOUD_INIT_DEB") else []
+    debs = debs or sorted(cache.glob("cloud-init_*.deb"))
+    if not debs:
+        download = _apt_get(["download", "cloud-init"], cache)
+        if download.returncode:  # a fresh machine has no package lists yet
+            update = _apt_get(["update"], cache)
+            download = _apt_get(["download", "cloud-init"], cache) if update.returncode == 0 else update
+        if download.returncode:
+            pytest.fail(
+                "cannot get Debian's cloud-init package for the cloud-init test: "
+                f"`apt-get update && apt-get download cloud-init` (as root) failed:\n{download.stderr}"
+            )
+        debs = sorted(cache.glob("cloud-init_*.deb"))
+    staging = cache / "root.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    staging.rename(tree)
 
 
 def parse(cloud_init: Path, data: bytes, tmp_path: Path) -> list[tuple[str, str, bytes]]:
