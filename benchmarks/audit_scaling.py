@@ -32,12 +32,11 @@ import boto3
 from moto_aws import imds_defaults_stubbed, paging_like_aws
 
 from benchmarks.progress import log
-from golden_ami import audit, cli
+from golden_ami import audit, cli, layout
 from golden_ami.aws import Aws
 
 REGION = "eu-west-1"
 CLUSTER = "bench"
-PREFIX = "/golden-ami/ecs"
 BASE_AMI = "ami-12c6146b"  # one of moto's stock AMIs
 FORMULA = (
     "calls = ceil(n/100) [list] + ceil(n/100) [describe] + ceil(n/1000) [ec2] + 1 [clusters]"
@@ -98,7 +97,8 @@ def _fleet(n: int) -> None:
     builder = ec2.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     golden = ec2.create_image(InstanceId=builder, Name="ecs-imds-golden-al2023-x86_64")["ImageId"]
     ec2.terminate_instances(InstanceIds=[builder])
-    ssm.put_parameter(Name=f"{PREFIX}/al2023/x86_64/latest", Value=golden, Type="String")
+    latest = layout.parameter(layout.DEFAULT_PREFIX, "al2023", "x86_64")
+    ssm.put_parameter(Name=latest, Value=golden, Type="String")
     ecs.create_cluster(clusterName=CLUSTER)
     backend = ecs_backends[DEFAULT_ACCOUNT_ID][REGION]
     options = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
