@@ -56,15 +56,19 @@ FILES = st.lists(st.lists(PIECES, max_size=6).map(b"".join), max_size=6).map(b"\
 
 @pytest.fixture(scope="module")
 def systemd_reads(docker_image):
-    """Reads a file as systemd's EnvironmentFile= does, in one systemd host for the whole module."""
+    """Reads a file as systemd's EnvironmentFile= does, in one systemd host for the whole module;
+    None when systemd refuses the file."""
     with systemd_container(docker_image, prefix="ecs-imds-envfile") as host:
 
-        def read(data: bytes) -> dict[bytes, bytes]:
+        def read(data: bytes) -> dict[bytes, bytes] | None:
             host.run("sh", "-c", "base64 -d > /tmp/env", stdin=base64.b64encode(data).decode())
             result = host.run(
                 "systemd-run", "--quiet", "--pipe", "--wait", "--collect",
                 "-p", "EnvironmentFile=/tmp/env", "/usr/bin/env", "-0",
+                check=False,
             )  # fmt: skip
+            if result.returncode:
+                return None
             pairs = [item.split("=", 1) for item in result.stdout.split("\0") if "=" in item]
             return {key.encode(): value.encode("utf-8", "surrogateescape") for key, value in pairs}
 
@@ -82,6 +86,7 @@ def test_the_merge_is_idempotent_and_ecs_init_reads_our_setting_or_the_file_is_r
     assert merge_ecs_config(merged, OURS) == merged
     assert effective_ecs_config(merged)[b"ECS_AWSVPC_BLOCK_IMDS"] == b"true"
     assert systemd_environment(merged)[0][b"ECS_AWSVPC_BLOCK_IMDS"] == b"true"
+    assert systemd_environment(merged)[2] is None
 
 
 @given(FILES)
@@ -90,7 +95,11 @@ def test_systemd_reads_our_setting_as_the_merge_expects_it_to(systemd_reads, exi
     """The model of systemd's parser that the merge relies on, against systemd itself: for the
     setting we write, on random files before and after the merge."""
     key = b"ECS_AWSVPC_BLOCK_IMDS"
-    assert systemd_reads(existing).get(key) == systemd_environment(existing)[0].get(key)
+    env, _, refused = systemd_environment(existing)
+    seen = systemd_reads(existing)
+    assert (seen is None) == bool(refused), f"systemd read {seen}, the model said line {refused} refuses"
+    if seen is not None:
+        assert seen.get(key) == env.get(key)
     try:
         merged = merge_ecs_config(existing, OURS)
     except MergeError:

@@ -165,7 +165,12 @@ def merge_ecs_config(existing, settings):
     # The agent reads the file through ecs-init, and ecs.service through EnvironmentFile=:
     # a file on which they disagree about our settings is refused, not written.
     agent = effective_ecs_config(merged)
-    systemd, runs_on = systemd_environment(merged)
+    systemd, runs_on, refused = systemd_environment(merged)
+    if refused:
+        raise MergeError(
+            "ecs.config line %d is not UTF-8: systemd's EnvironmentFile= would refuse the whole file, "
+            "and the ECS agent would not start; fix that line" % refused
+        )
     for key, value in settings:
         if agent.get(key) == value and systemd.get(key) == value:
             continue
@@ -185,10 +190,11 @@ def merge_ecs_config(existing, settings):
 def systemd_environment(data):
     """What systemd's EnvironmentFile= reads from ``data`` (bytes): ({key: value}, the 1-based
     numbers of the lines that leave its parser inside a value or a comment, so that it reads on
-    into the next line). A model of env-file.c's parser, which ecs.service's EnvironmentFile=
-    uses: quotes and backslashes join lines, and a carriage return ends one."""
-    env, runs_on = {}, []
-    state, key, value, line = "pre_key", b"", b"", 1
+    into the next line, and the line of the first assignment that is not UTF-8, for which it
+    refuses the whole file, or None). A model of env-file.c's parser, which ecs.service's
+    EnvironmentFile= uses: quotes and backslashes join lines, and a carriage return ends one."""
+    env, runs_on, assignments = {}, [], []
+    state, key, value, line, start = "pre_key", b"", b"", 1, 1
     for byte in bytearray(data):
         c = bytes(bytearray([byte]))
         if c == b"\n":
@@ -199,7 +205,7 @@ def systemd_environment(data):
             if c in b"#;":
                 state = "comment"
             elif c not in _WHITESPACE:
-                state, key = "key", c
+                state, key, start = "key", c, line
         elif state == "key":
             if c in b"\n\r":
                 state = "pre_key"
@@ -209,7 +215,7 @@ def systemd_environment(data):
                 key += c
         elif state in ("pre_value", "value"):
             if c in b"\n\r":
-                env[key.rstrip(_WHITESPACE)] = value.rstrip(b" \t") if state == "value" else value
+                assignments.append((start, key, value.rstrip(b" \t") if state == "value" else value))
                 state = "pre_key"
             elif c == b"\\":
                 state = "value_escape"
@@ -249,8 +255,15 @@ def systemd_environment(data):
         elif state == "comment_escape":
             state = "comment"
     if state not in ("pre_key", "key", "comment", "comment_escape"):
-        env[key.rstrip(_WHITESPACE)] = value.rstrip(b" \t") if state == "value" else value
-    return env, runs_on
+        assignments.append((start, key, value.rstrip(b" \t") if state == "value" else value))
+    refused = None
+    for number, key, value in assignments:
+        try:
+            key.decode("utf-8"), value.decode("utf-8")
+        except UnicodeDecodeError:
+            refused = refused or number
+        env[key.rstrip(_WHITESPACE)] = value
+    return env, runs_on, refused
 
 
 def effective_ecs_config(data):
