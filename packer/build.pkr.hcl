@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # One build per variant of local.variants. On each build instance, in this order:
 # 1. the role: playbooks/golden-ami.yml without its build-hygiene play (`make image` applies
 #    both in one run; here hygiene waits for verify);

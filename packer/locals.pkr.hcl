@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # What the four builds share and what tells them apart. A variant is one OS family on one
 # architecture; each is one build, named after it (amazon-ebs.<variant>, what `-only` selects),
 # and every per-variant map below is keyed by that name.

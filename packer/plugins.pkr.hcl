@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # Packer core and plugin pins. Exact plugin versions: `packer init` must fetch what CI
 # validated, and a plugin upgrade is a reviewed change to this file.
 

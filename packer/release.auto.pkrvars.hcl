@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # Release values, loaded automatically by `packer build packer/`. A new release bumps
 # role_version here; git_commit comes from `make ami` (-var git_commit=...).
 

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # Where the AMIs come from: the current ECS-optimized AMI of each variant, and the one
 # amazon-ebs source every variant builds from. build.pkr.hcl adds, per variant, the fields that
 # differ (source AMI, instance type, name, description, tags); locals.pkr.hcl computes them.

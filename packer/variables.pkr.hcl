@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 # Inputs of the golden-AMI build. release.auto.pkrvars.hcl pins the release values;
 # `make ami` adds git_commit (and CI may add sharing or encryption settings) with -var.
 # Validation error messages must be constant full sentences: Packer rejects anything else.

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The role's ecs_imds_block_files module, run by ansible-playbook on this machine's files:
 changes only what differs, stages and validates everything before touching anything, keeps
 an existing file's mode when told none, and refuses bad input before any change."""

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The merge the role's module and the host share (module_utils/ecs_imds_block_merge.py): our part
 of a rules file replaced, every other line of the host's own firewall kept byte for byte."""
 

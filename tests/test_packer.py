@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """What `packer build packer/` builds, variant by variant.
 
 Neither Packer nor AWS is needed: tests/support/packer.py works out from the HCL what Packer

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """Rendered rules against the real kernel: iptables-restore --test for every variant, and the
 loader (files/ecs-imds-block) in throwaway network namespaces, on both iptables backends
 (nf_tables as on AL2023 and Debian 12, legacy as on AL2)."""

@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """playbooks/verify.yml's two targets: `fixture` (Molecule and `make image`, against the fake EC2
 network of molecule/fixture/) and `ec2` (a Packer build instance after its reboot, against the
 real IMDS).

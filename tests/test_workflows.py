@@ -1,3 +1,5 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
 """The GitHub Actions workflows of .github/workflows/: the golden-AMI pipeline and CI.
 
 - golden-ami.yml runs weekly, by hand (OS and architecture chosen) and on release tags; its jobs
