@@ -215,3 +215,26 @@ def test_a_path_listed_twice_is_refused(run_module, tmp_path, root):
     result = run_module([spec, {**spec, "content": "y\n"}])
     assert result["failed"] and result["msg"] == f"files lists a path more than once: {root}/twice"
     assert not (root / "twice").exists()
+
+
+def test_a_line_appended_while_ecs_config_is_merged_is_never_lost(run_module, root):
+    """The validate command runs between the merge's read and its write: here it appends, as user
+    data's `echo ... >> /etc/ecs/ecs.config` might at that moment."""
+    config = root / "ecs.config"
+    config.write_text("ECS_CLUSTER=prod\n")
+    appender = f"sh -c 'echo ECS_LOGLEVEL=debug >> {config}' %s"
+    files = [
+        {
+            "path": str(config),
+            "merge": "ecs_config",
+            "content": "ECS_AWSVPC_BLOCK_IMDS=true\n",
+            "validate": appender,
+        }
+    ]
+    result = run_module(files)
+    assert result["failed"]
+    assert result["msg"] == f"{config} changed while it was merged, and was left as it is now; run again"
+    assert config.read_text() == "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\n"
+    files[0].pop("validate")
+    assert run_module(files)["changed_paths"] == [str(config)]
+    assert config.read_text() == "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n"

@@ -139,13 +139,22 @@ def _make_parents(b_dir):
         os.chmod(b_new, DIRECTORY_MODE)
 
 
-def _replace(b_staged, b_path):
+class ChangedMeanwhile(Exception):
+    """A merged file changed between its read and its write."""
+
+
+def _replace(b_staged, b_path, merged_from=None):
     """Move the staged content into place in one rename in the target's directory, keeping an
-    existing file's mode and owner. Errors are raised, so the caller can say what changed."""
+    existing file's mode and owner. Errors are raised, so the caller can say what changed.
+
+    A merged file is replaced only if it still holds ``merged_from``, what the merge read: a
+    line appended meanwhile (user data's `echo >> ecs.config`) is never lost."""
     fd, b_tmp = tempfile.mkstemp(dir=os.path.dirname(b_path), prefix=b".ecs-imds-block.")
     try:
         with os.fdopen(fd, "wb") as out, open(b_staged, "rb") as source:
             shutil.copyfileobj(source, out)
+        if merged_from is not None and (_read(b_path) or b"") != merged_from:
+            raise ChangedMeanwhile()
         if os.path.exists(b_path):
             info = os.stat(b_path)
             os.chmod(b_tmp, stat.S_IMODE(info.st_mode))
@@ -212,6 +221,7 @@ def _plan(module, spec):
     return {
         "staged": staged,
         "new": before is None,
+        "merged_from": (before or b"") if spec["merge"] else None,
         "diff": {
             "before_header": path,
             "after_header": path,
@@ -262,12 +272,19 @@ def main():
                 diffs.append(plan["diff"])
                 if not module.check_mode:
                     _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
-                    _replace(plan["staged"], to_bytes(spec["path"], errors="surrogate_or_strict"))
+                    b_path = to_bytes(spec["path"], errors="surrogate_or_strict")
+                    _replace(plan["staged"], b_path, plan["merged_from"])
             new = bool(plan and plan["new"])
             if new and module.check_mode:
                 changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
             elif module.set_fs_attributes_if_different(_attributes(module, spec, new), bool(plan)):
                 changed_paths.append(spec["path"])
+        except ChangedMeanwhile:
+            module.fail_json(
+                msg="%s changed while it was merged, and was left as it is now; run again" % spec["path"],
+                changed=bool(changed_paths),
+                changed_paths=changed_paths,
+            )
         except (IOError, OSError) as error:
             # What was written before the failure is reported, so the play shows the change.
             module.fail_json(
