@@ -67,6 +67,26 @@ CASES = [
 ]
 
 
+def apply_role(host, ansible_playbook, tmp_path, role_vars) -> subprocess.CompletedProcess:
+    play = [{"hosts": "all", "gather_facts": True, "roles": [{"role": "ecs_imds_block", "vars": role_vars}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    argv = [
+        ansible_playbook,
+        "-i",
+        f"{host.name},",
+        "-c",
+        "community.docker.docker",
+        str(tmp_path / "play.yml"),
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, env=env)
+
+
 @pytest.fixture(scope="module")
 def host(docker_image):
     with systemd_container(docker_image, prefix="ecs-imds-refusals") as host:
@@ -80,27 +100,7 @@ def test_bad_input_stops_the_role_in_one_line_before_anything_changes(
     for path, content in existing.items():
         host.run("sh", "-c", f"mkdir -p {os.path.dirname(path)} && cat > {path}", stdin=content)
     host.run("sh", "-c", "rm -f /root/before && touch /root/before && sleep 1")
-    play = [{"hosts": "all", "gather_facts": True, "roles": [{"role": "ecs_imds_block", "vars": role_vars}]}]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    result = subprocess.run(
-        [
-            ansible_playbook,
-            "-i",
-            f"{host.name},",
-            "-c",
-            "community.docker.docker",
-            str(tmp_path / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    result = apply_role(host, ansible_playbook, tmp_path, role_vars)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
     assert message in output, output[-3000:]
@@ -111,3 +111,16 @@ def test_bad_input_stops_the_role_in_one_line_before_anything_changes(
     for path, content in existing.items():
         assert host.run("cat", path).stdout == content
         host.run("rm", "-f", path)
+
+
+def test_a_minimal_host_without_python3_apt_is_converged(docker_image, ansible_playbook, tmp_path):
+    """The role finds the missing packages with dpkg-query, and the apt module brings the
+    python3-apt it needs to install them: no "Could not detect a supported package manager"."""
+    with systemd_container(docker_image, prefix="ecs-imds-minimal") as minimal:
+        minimal.run("dpkg", "--purge", "python3-apt")
+        result = apply_role(minimal, ansible_playbook, tmp_path, {})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        installed = minimal.run(
+            "dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", "iptables-persistent"
+        )
+        assert installed.stdout == "iptables-persistent installed\n"
