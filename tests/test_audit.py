@@ -127,6 +127,8 @@ def test_instance_findings_follow_the_threat_model(mocked, case):
         flag = {"HttpTokens": "--http-tokens"}.get(option, "--http-put-response-hop-limit")
         assert finding["setting"] == f"MetadataOptions.{option}"
         assert f"MetadataOptions.{option}={finding['value']} in " in finding["remediation"]
+        if option == "HttpPutResponseHopLimit" and finding["value"] == 1:
+            assert "allowlisted bridge daemons get no IMDSv2 token (they need 2)" in finding["remediation"]
         assert (
             f"aws ec2 modify-instance-metadata-options --instance-id {instance_id} {flag} {finding['value']}"
             in finding["remediation"]

@@ -502,7 +502,10 @@ def imds_findings(tokens, hops, endpoint, golden: bool | None, fix, setting) -> 
     notes: list[dict] = []
 
     def found(key: str, message: str, option: str, value) -> None:
-        findings.append(_finding(key, message, setting(option), value, fix(option, value)))
+        remediation = fix(option, value)
+        if option == HOPS and value == 1:  # the guidance names what 1 costs, wherever it gives 1
+            remediation += f" ({HOP_1_NOTE}; on the golden AMI, 2 is fine)"
+        findings.append(_finding(key, message, setting(option), value, remediation))
 
     if endpoint == "disabled":
         return findings, notes  # no IMDS at all: nothing to reach
