@@ -43,8 +43,12 @@ bench:
 	scripts/ensure-docker
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
-lint unit molecule:
-	scripts/make-test $@
+# One stage of `make test`, after the set-up it needs.
+lint:
+	scripts/make-test preflight tools lint
+
+unit molecule:
+	scripts/make-test preflight tools docker images $@
 
 clean:
 	rm -rf $(VENV) .tox
