@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -83,9 +84,11 @@ def test_the_installed_golden_ami_writes_user_data_from_the_installed_role(insta
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(bin_dir.parent), "the wheel's, not the checkout's"
 
-    result = subprocess.run(
-        [bin_dir / "golden-ami", "user-data", "--cluster", "x"], capture_output=True, cwd=tmp_path
-    )
+    # user-data makes no AWS call; should one ever be made, it must not reach an instance's IMDS.
+    offline = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": "/dev/null"}  # fmt: skip
+    argv = [bin_dir / "golden-ami", "user-data", "--cluster", "x"]
+    result = subprocess.run(argv, capture_output=True, cwd=tmp_path, env=offline)
     assert result.returncode == 0, result.stderr.decode()
     parts = [part for part in email.message_from_bytes(result.stdout).walk() if not part.is_multipart()]
     assert [part.get_filename() for part in parts] == [BOOTHOOK_NAME, ECS_CONFIG_NAME]
