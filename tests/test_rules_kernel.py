@@ -239,6 +239,23 @@ def test_load_keeps_the_hosts_rules_docker_and_ecs_init_and_ten_loads_leave_what
     assert netns(str(HELPER), "check", str(family), path).returncode == 0
 
 
+def test_load_needs_no_temporary_files(netns, tmp_path):
+    """At boot the persistence service runs side by side with systemd-tmpfiles-setup, which
+    empties /tmp: load must not keep anything there (a work directory that vanished mid-load
+    left the host's own rules unloaded). Here every file system is read-only."""
+    paths = {family: shared_file(tmp_path, family) for family in (4, 6)}
+    # Every file system read-only, but a fresh /run for iptables' lock; TMPDIR unset.
+    readonly = (
+        "for d in / /tmp /var/tmp; do mountpoint -q $d || continue; mount -o remount,bind,ro $d || exit;"
+        " done; mount -t tmpfs tmpfs /run && exec env -u TMPDIR \"$@\""
+    )
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", readonly, "sh", str(HELPER), "load"]
+    netns(*argv, "4", paths[4], "6", paths[6])
+    assert rule_set(netns, 4).count("-A INPUT -j TEAM-INPUT") == 1
+    assert rule_set(netns, 6).count("-A INPUT -p tcp -m tcp --dport 2375 -j DROP") == 1
+    assert netns(str(HELPER), "check", "4", paths[4], "6", paths[6]).returncode == 0
+
+
 def test_a_file_the_kernel_refuses_still_loads_the_block_and_load_fails(netns, tmp_path):
     path = shared_file(tmp_path, 4)
     text = Path(path).read_text().replace("--dport 2376 -j DROP", "--dport 2376 -j DROP --no-such-option")
