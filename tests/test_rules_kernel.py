@@ -247,7 +247,7 @@ def test_load_needs_no_temporary_files(netns, tmp_path):
     # Every file system read-only, but a fresh /run for iptables' lock; TMPDIR unset.
     readonly = (
         "for d in / /tmp /var/tmp; do mountpoint -q $d || continue; mount -o remount,bind,ro $d || exit;"
-        " done; mount -t tmpfs tmpfs /run && exec env -u TMPDIR \"$@\""
+        ' done; mount -t tmpfs tmpfs /run && exec env -u TMPDIR "$@"'
     )
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", readonly, "sh", str(HELPER), "load"]
     netns(*argv, "4", paths[4], "6", paths[6])
