@@ -190,6 +190,10 @@ def docker29_host(request, netadmin, tmp_path):
             sh("ip", "netns", "del", name, check=False)
 
 
+def docker29(family: str) -> str:
+    return f"nftables, its tables {family} docker-bridges (Docker 29 and later)"
+
+
 def test_docker29s_tables_accept_the_bridges_traffic_yet_the_block_refuses_it(docker29_host):
     in_ns, host, files, probe, backend = docker29_host
     for family in (4, 6):
@@ -197,8 +201,8 @@ def test_docker29s_tables_accept_the_bridges_traffic_yet_the_block_refuses_it(do
     check = in_ns(host, str(HELPER), "check", *files)
     spelled = {"nft": "nf_tables", "legacy": "legacy"}[backend]
     assert check.stderr.splitlines() == [
-        f"ecs-imds-block: IPv4: iptables on {spelled}; Docker's firewall backend: nftables",
-        f"ecs-imds-block: IPv6: ip6tables on {spelled}; Docker's firewall backend: nftables",
+        f"ecs-imds-block: IPv4: iptables on {spelled}; Docker's firewall backend: {docker29('ip')}",
+        f"ecs-imds-block: IPv6: ip6tables on {spelled}; Docker's firewall backend: {docker29('ip6')}",
     ]
 
 

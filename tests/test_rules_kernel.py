@@ -286,12 +286,27 @@ def test_a_file_without_our_part_is_refused(netns, tmp_path):
     assert f"ecs-imds-block: {path} holds no ecs_imds_block part (BEGIN and END lines)" in result.stderr
 
 
+DOCKER_27 = "iptables, its rules in FORWARD (Docker 27 and earlier)"
+
+
 def test_check_reports_the_firewall_backend_of_each_family(netns, tmp_path):
     v4, v6 = write(tmp_path, 4), write(tmp_path, 6)
     netns(str(HELPER), "apply", "4", v4, "6", v6)
     backend = "nf_tables" if "nf_tables" in netns("iptables", "--version").stdout else "legacy"
     result = netns(str(HELPER), "check", "4", v4, "6", v6)
     assert result.stderr.splitlines() == [
-        f"ecs-imds-block: IPv4: iptables on {backend}; Docker's firewall backend: iptables",
-        f"ecs-imds-block: IPv6: ip6tables on {backend}; Docker's firewall backend: iptables",
+        f"ecs-imds-block: IPv4: iptables on {backend}; Docker's firewall backend: {DOCKER_27}",
+        f"ecs-imds-block: IPv6: ip6tables on {backend}; Docker's firewall backend: {DOCKER_27}",
     ]
+
+
+def test_check_reports_docker_28s_layout(netns, tmp_path):
+    """Docker 28 keeps its rules in DOCKER-FORWARD, which FORWARD jumps to after DOCKER-USER."""
+    v4 = write(tmp_path, 4)
+    netns("iptables", "-w", "-N", "DOCKER-FORWARD")
+    netns("iptables", "-w", "-A", "FORWARD", "-j", "DOCKER-FORWARD")
+    netns(str(HELPER), "apply", "4", v4)
+    result = netns(str(HELPER), "check", "4", v4)
+    assert result.stderr.splitlines()[-1].endswith(
+        "Docker's firewall backend: iptables, its rules in DOCKER-FORWARD (Docker 28 and later)"
+    )
