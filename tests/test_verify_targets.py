@@ -106,13 +106,15 @@ def test_the_fixture_target_is_the_default_and_runs_its_rounds_unchanged():
         "30-restart-persistence.yml",
         "35-restart-persistence-ten-times.yml",
         "40-restart-docker.yml",
-        "50-reboot.yml",
+        "50-docker-started-alone.yml",
+        "55-reboot.yml",
         "60-rerun-role.yml",
         "70-user-data-rewrites-ecs-config.yml",
     ]
     files = reached("fixture")
     assert names(files, CHECKS) == {
         "all.yml",
+        "boot.yml",
         "containers.yml",
         "host-imds.yml",
         "rules.yml",
