@@ -30,11 +30,17 @@ image:
 	PYTHONPATH=scripts $(VENV)/bin/python -m local_image.make_image
 
 ## ami: a real AMI with Packer (OS=al2023|al2, ARCH=x86_64|arm64); needs AWS credentials
+##      Packer's ansible provisioner runs .venv's ansible-playbook by path (from a plain shell
+##      .venv/bin is not on PATH), or yours: AL2 needs ansible-core 2.16, so
+##      make ami OS=al2 ANSIBLE_PLAYBOOK=/opt/ansible-core-2.16/bin/ansible-playbook
+ami: ANSIBLE_PLAYBOOK ?= $(or $(PKR_VAR_ansible_playbook_command),$(abspath $(VENV))/bin/ansible-playbook)
 ami: $(VENV)/.ready
-	PYTHONPATH=scripts $(VENV)/bin/python -m ami_preflight --os "$(OS)" --arch "$(ARCH)"
+	PYTHONPATH=scripts $(VENV)/bin/python -m ami_preflight --os "$(OS)" --arch "$(ARCH)" \
+		--ansible-playbook "$(ANSIBLE_PLAYBOOK)"
 	packer init packer/
-	packer validate $(PACKER_VARS) packer/
-	packer build -only="amazon-ebs.$(OS)-$(ARCH)" $(PACKER_VARS) packer/
+	packer validate $(PACKER_VARS) -var ansible_playbook_command="$(ANSIBLE_PLAYBOOK)" packer/
+	packer build -only="amazon-ebs.$(OS)-$(ARCH)" $(PACKER_VARS) \
+		-var ansible_playbook_command="$(ANSIBLE_PLAYBOOK)" packer/
 
 ## bench: IMDS time-to-fail, role cost, data-path overhead, audit scaling (Docker, root; 7-12 min)
 bench:

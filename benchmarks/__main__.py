@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from local_image.tools import MissingTool, venv_tool
 
 from benchmarks import audit_scaling, datapath, dockerstart, fixture, images, imds, report, role, stats
 from benchmarks.progress import log
@@ -227,9 +228,14 @@ def smoke(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # ansible-playbook and its plugins from this interpreter's environment, activated or not.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return smoke(args) if args.smoke else run(args)
+    if args.smoke:
+        return smoke(args)
+    try:  # the playbooks run through local_image.make_image.playbook, which finds it so too
+        venv_tool("ansible-playbook")
+    except MissingTool as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 """`make image`: the credential-free twin of the Packer build.
 
 Applies playbooks/golden-ami.yml to a local host container (the offline Debian base, or an
-amazonlinux image where a registry is reachable), saves it as an image, then boots that
+Amazon Linux one where a registry is reachable), saves it as an image, then boots that
 image as a new instance, builds the EC2 network fixture around it and runs the Molecule
 verify tasks: the real data-path proof. Writes a manifest in Packer's shape.
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from local_image import PROJECT_ROOT
 from local_image.host import systemd_container
+from local_image.tools import MissingTool, venv_tool
 
 PLAYBOOK = PROJECT_ROOT / "playbooks" / "golden-ami.yml"
 # The fake EC2 network around the booted image, and the checks run against it.
@@ -37,11 +38,9 @@ VERIFY = PROJECT_ROOT / "playbooks" / "verify.yml"
 # verify's expectations hold for the image too.
 FIXTURE_VARS = FIXTURE / "group_vars" / "all" / "fixture.yml"
 CALLBACKS = Path(__file__).resolve().parent / "callback_plugins"
-BASES = {
-    "debian12": None,  # built offline by scripts/build-base-images
-    "amazonlinux2023": "amazonlinux:2023",
-    "amazonlinux2": "amazonlinux:2",
-}
+# --base -> scripts/build-base-images' distro: debian12 offline (debootstrap), the Amazon
+# Linux ones from the amazonlinux images, so only where a registry is reachable.
+BASES = {"debian12": "debian12", "amazonlinux2023": "al2023", "amazonlinux2": "al2"}
 STEPS = 5
 
 
@@ -58,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base", default=os.environ.get("BASE") or "debian12", choices=sorted(BASES))
     parser.add_argument("--tag", default="ecs-imds-golden:local")
     parser.add_argument("--manifest", type=Path, default=PROJECT_ROOT / "build" / "manifest.json")
+    parser.add_argument("--log", type=Path, default=PROJECT_ROOT / "build" / "make-image.log")
     parser.add_argument(
         "-e",
         "--extra-vars",
@@ -71,24 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def base_image(base: str) -> str:
-    """Return a local image with systemd and Docker for ``base``, building it if needed."""
-    upstream = BASES[base]
-    if upstream is None:
-        subprocess.run([str(PROJECT_ROOT / "scripts" / "build-base-images")], check=True)
-        return os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
-    dockerfile = (PROJECT_ROOT / "molecule" / "amazonlinux" / "Dockerfile.j2").read_text()
-    tag = f"ecs-imds-{base}:local"
-    build = subprocess.run(
-        ["docker", "build", "--tag", tag, "-"],
-        input=dockerfile.replace("{{ item.image }}", upstream),
-        text=True,
-        capture_output=True,
-    )
-    if build.returncode:
-        raise BuildError(
-            f"cannot build {tag} from {upstream} (is a registry reachable?): {build.stderr[-500:]}"
-        )
-    return tag
+    """Return the local host image (systemd and Docker) for ``base``, built by
+    scripts/build-base-images if missing, named as that script names it."""
+    distro = BASES[base]
+    if subprocess.run([str(PROJECT_ROOT / "scripts" / "build-base-images"), distro]).returncode:
+        raise BuildError(f"scripts/build-base-images {distro} failed (see its output above)")
+    prefix = os.environ.get("IMAGE_PREFIX", "ecs-imds")
+    if distro == "debian12":
+        return os.environ.get("BASE_IMAGE", f"{prefix}-debian12:latest")
+    return f"{prefix}-{distro}:latest"
 
 
 def playbook(host: str, path: Path, extra_vars: list[str], log: Path, report: Path | None = None) -> int:
@@ -102,7 +93,7 @@ def playbook(host: str, path: Path, extra_vars: list[str], log: Path, report: Pa
         "ANSIBLE_NOCOLOR": "1",
         "GOLDEN_REPORT_FILE": str(report or ""),
     }
-    command = ["ansible-playbook", "-i", f"{host},", "-c", "community.docker.docker", str(path)]
+    command = [venv_tool("ansible-playbook"), "-i", f"{host},", "-c", "community.docker.docker", str(path)]
     for value in extra_vars:
         command += ["-e", value]
     with log.open("a") as output:
@@ -213,7 +204,12 @@ def build(args, log: Path, report: Path) -> tuple[str, str, bool]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    log = PROJECT_ROOT / "build" / "make-image.log"
+    try:  # before anything is built: one line, not a traceback halfway through
+        venv_tool("ansible-playbook")
+    except MissingTool as exc:
+        print(f"make image: {exc}", file=sys.stderr)
+        return 1
+    log = args.log
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     with tempfile.TemporaryDirectory() as scratch:
