@@ -61,3 +61,24 @@ def docker_image() -> str:
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"Docker with {BASE_IMAGE} is required (scripts/build-base-images): {exc}")
     return BASE_IMAGE
+
+
+# Where a user might run the CLI from: its stderr must be its own in each (issue 19). Ansible
+# warns about an ansible.cfg in a world-writable folder and fails on a broken one, if the CLI
+# ever lets Ansible read its configuration.
+FOLDERS = {
+    "plain": (0o755, None),
+    "world-writable with an ansible.cfg": (0o777, "[defaults]\nnocows = 1\n"),
+    "a broken ansible.cfg": (0o755, "[defaults\nnot = an ini file\n"),
+}
+
+
+@pytest.fixture(params=list(FOLDERS))
+def user_folder(request, tmp_path_factory) -> Path:
+    """The current folder of a CLI run, as one of FOLDERS describes."""
+    mode, config = FOLDERS[request.param]
+    folder = tmp_path_factory.mktemp("cwd")
+    if config is not None:
+        (folder / "ansible.cfg").write_text(config)
+    folder.chmod(mode)
+    return folder

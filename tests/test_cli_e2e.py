@@ -71,9 +71,9 @@ def executable() -> str:
     return path
 
 
-def golden_ami_cli(*argv: str, env=None) -> subprocess.CompletedProcess:
+def golden_ami_cli(*argv: str, env=None, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [executable(), *argv], capture_output=True, text=True, env=env or os.environ, timeout=120
+        [executable(), *argv], capture_output=True, text=True, env=env or os.environ, cwd=cwd, timeout=120
     )
 
 
@@ -173,8 +173,9 @@ def test_aws_configuration_errors_are_one_line_in_every_subcommand(tmp_path, sub
          "(see golden-ami find --help)"),
     ],
 )  # fmt: skip
-def test_usage_errors_are_one_line(argv, message):
-    result = golden_ami_cli(*argv, env={"PATH": os.environ["PATH"], "AWS_EC2_METADATA_DISABLED": "true"})
+def test_usage_errors_are_one_line(argv, message, user_folder):
+    env = {"PATH": os.environ["PATH"], "AWS_EC2_METADATA_DISABLED": "true"}
+    result = golden_ami_cli(*argv, env=env, cwd=user_folder)
     assert (result.returncode, result.stderr, result.stdout) == (2, f"golden-ami: {message}\n", "")
 
 

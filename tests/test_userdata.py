@@ -257,7 +257,7 @@ def test_longest_cluster_name_is_accepted():
         ),
         (
             {"ipv6": False, "allow_v6": ["fd00:1::/64"]},
-            "--allow-v6 has no effect with --no-ipv6: drop one of them",
+            "--allowed-cidr-v6 has no effect with --no-ipv6: drop one of them",
         ),
         (
             {"ipv6": False, "allow_v6": ["10.0.0.0/8"]},

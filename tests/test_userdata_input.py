@@ -71,6 +71,8 @@ def golden_ami(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     [
         (["--allow-v6", INJECTION], {},
          f"imds_rules: invalid CIDR {INJECTION!r}: a scope id (%) is not allowed"),
+        (["--allowed-cidr", "fe80::%lo"], {},
+         "imds_rules: invalid CIDR 'fe80::%lo': a scope id (%) is not allowed"),
         (["--allow", "0.0.0.0/1", "128.0.0.0/1"], {},
          f"imds_rules: the IPv4 allowlist ['0.0.0.0/1', '128.0.0.0/1'] {EVERY}"),
         (["--allow-v6", "::/1", "8000::/1"], {},
@@ -103,13 +105,13 @@ def golden_ami(*argv: str, **kwargs) -> subprocess.CompletedProcess:
          "cannot write --output {tmp}/missing/user-data: No such file or directory"),
     ],
 )  # fmt: skip
-def test_refused_with_exit_2_and_one_line(tmp_path, args, files, message):
+def test_refused_with_exit_2_and_one_line(tmp_path, user_folder, args, files, message):
     for name, content in files.items():  # a callable is made only for its own case
         (tmp_path / name).write_bytes(content() if callable(content) else content)
     out = tmp_path / "user-data.mime"
     argv = ["user-data", "--cluster", "prod", "--output", str(out), *(a.format(tmp=tmp_path) for a in args)]
     started = time.monotonic()
-    result = golden_ami(*argv, env=env(tmp_path))
+    result = golden_ami(*argv, env=env(tmp_path), cwd=user_folder)
     assert time.monotonic() - started < 30
     assert (result.returncode, result.stderr.decode()) == (2, f"golden-ami: {message.format(tmp=tmp_path)}\n")
     assert result.stdout == b""

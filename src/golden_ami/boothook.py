@@ -37,7 +37,7 @@ def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str])
             rules[6] = imds_rules(6, action, allow_v6, True)
         elif allow_v6:
             normalize_cidrs(allow_v6, 6)
-            raise UsageError("--allow-v6 has no effect with --no-ipv6: drop one of them")
+            raise UsageError("--allowed-cidr-v6 has no effect with --no-ipv6: drop one of them")
     except (imds_rules_module.AnsibleFilterError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     return rules

@@ -9,9 +9,14 @@ so the boothook and the role agree on every path and argument.
 
 from __future__ import annotations
 
-try:
+import sys
+
+# Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
+# from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
+# Ansible's warnings on the CLI's stderr.
+if "ansible.plugins.loader" in sys.modules:
     from ansible.errors import AnsibleFilterError
-except ImportError:  # imported outside Ansible, by the user-data generator
+else:
 
     class AnsibleFilterError(ValueError):  # type: ignore[no-redef]
         """Stand-in with the same name, so callers catch one exception type."""
