@@ -63,7 +63,7 @@ def test_internal_vars_use_the_double_underscore_prefix():
 
 def test_each_supported_platform_has_its_vars_file_with_both_families():
     platforms = load("vars/main.yml")["ecs_imds_block__platforms"]
-    assert set(platforms) == {"Amazon-2023", "Amazon-2", "Debian-12", "Debian-13"}
+    assert set(platforms) == {"Amazon-2023", "Amazon-2", "Debian-12", "Debian-13", "Debian-sid"}
     for platform in platforms:
         data = load(f"vars/{platform}.yml")
         assert [p["family"] for p in data["ecs_imds_block__persistence"]] == [4, 6]
