@@ -18,7 +18,7 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 ## test: check and install the system tools, set up .venv, then lint, unit tests, Molecule on
-##       Debian 12 and 13, and make image; prints each stage's time (needs Docker; root installs)
+##       Debian 12, 13 and sid, and make image; prints each stage's time (needs Docker; root installs)
 test:
 	scripts/make-test
 
