@@ -11,10 +11,12 @@ PACKER_VARS = -var git_commit=$$(git rev-parse HEAD)
 
 # One environment for every tool (pyproject.toml's dev extras), installed with uv: `make test`,
 # `make image`, Molecule for role authors (.venv/bin/molecule) and `make ami`'s preflight use it.
+# uv trusts the system's certificate store, as pip and curl do, not only its bundled roots: a
+# network whose TLS goes through a proxy with its own CA then works for both.
 $(VENV)/.ready: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep -o 'uv==[0-9.]*' pyproject.toml)"
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[dev]'
+	$(VENV)/bin/uv pip install --quiet --system-certs --python $(VENV)/bin/python -e '.[dev]'
 	touch $@
 
 ## test: check and install the system tools, set up .venv, then lint, unit tests, Molecule on
