@@ -15,6 +15,13 @@ that is, ceil(n/100) plus ceil(n/1000) per kind of call, not n. The fleet has no
 group, so no DescribeCapacityProviders, DescribeAutoScalingGroups or
 DescribeLaunchTemplateVersions (tests/test_audit.py counts those).
 
+The same fleet is then audited with --verify-hosts, every host's check passing at the first
+poll (scripts/moto_aws.py's run_command_stubbed: botocore's Stubber answers SSM Run Command,
+which moto lacks; the polls run on a clock of their own, so nothing sleeps). Its calls on top:
+
+    verify = ceil(n/50) [DescribeInstanceInformation] + ceil(n/50) [SendCommand]
+           + ceil(n/50) [ListCommandInvocations, one page a command]
+
 moto 5.2.5 has no GetInstanceMetadataDefaults: scripts/moto_aws.py's imds_defaults_stubbed()
 answers it with botocore's Stubber, here and in tests/test_audit.py.
 """
@@ -29,10 +36,10 @@ import time
 from collections.abc import Iterator
 
 import boto3
-from moto_aws import imds_defaults_stubbed, paging_like_aws
+from moto_aws import PASSES, imds_defaults_stubbed, paging_like_aws, run_command_stubbed
 
 from benchmarks.progress import log
-from golden_ami import audit, cli, layout
+from golden_ami import audit, cli, layout, verify_hosts
 from golden_ami.aws import Aws
 
 REGION = "eu-west-1"
@@ -51,6 +58,9 @@ FAKE_ENV = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
+VERIFY_FORMULA = (
+    "verify = 3 x ceil(n/50) more [DescribeInstanceInformation, SendCommand, ListCommandInvocations]"
+)
 CLEARED_ENV = ("AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
 
@@ -64,6 +74,28 @@ def expected_calls(n: int) -> dict[str, int]:
         "ec2:GetInstanceMetadataDefaults": 1,
         "ssm:GetParametersByPath": 1,
     }
+
+
+def expected_verify_calls(n: int) -> dict[str, int]:
+    batches = math.ceil(n / verify_hosts.SEND_BATCH)
+    return {
+        "ssm:DescribeInstanceInformation": batches,
+        "ssm:SendCommand": batches,
+        "ssm:ListCommandInvocations": batches,
+    }
+
+
+@contextlib.contextmanager
+def _no_waiting() -> Iterator[None]:
+    """verify_hosts' polls on a clock that moves only when they sleep."""
+    now = [0.0]
+    saved = verify_hosts._clock, verify_hosts._sleep
+    verify_hosts._clock = lambda: now[0]
+    verify_hosts._sleep = lambda seconds: now.__setitem__(0, now[0] + seconds)
+    try:
+        yield
+    finally:
+        verify_hosts._clock, verify_hosts._sleep = saved
 
 
 @contextlib.contextmanager
@@ -111,19 +143,27 @@ def _fleet(n: int) -> None:
             backend.register_container_instance(CLUSTER, instance["InstanceId"])
 
 
+def _audit(*flags: str) -> tuple[dict, dict, float]:
+    args = cli.build_parser().parse_args(["audit", "--region", REGION, "--cluster", CLUSTER, *flags])
+    aws = Aws(region=REGION)
+    start = time.perf_counter()
+    result = audit.run(args, aws)
+    return result.data["summary"], dict(aws.calls), time.perf_counter() - start
+
+
 def audit_once(n: int) -> dict:
-    with _moto():
+    hosts: dict[str, str] = {}
+    with _moto(), run_command_stubbed(hosts), _no_waiting():
         _fleet(n)
-        args = cli.build_parser().parse_args(["audit", "--region", REGION, "--cluster", CLUSTER])
-        aws = Aws(region=REGION)
-        start = time.perf_counter()
-        result = audit.run(args, aws)
-        seconds = time.perf_counter() - start
-    summary = result.data["summary"]
+        summary, calls, seconds = _audit()
+        hosts.update({i: PASSES for i in _instance_ids()})
+        verified, verify_calls, verify_seconds = _audit("--verify-hosts")
     if summary["instances"] != n or summary["with_findings"]:
         raise RuntimeError(f"audit of {n} instances saw {json.dumps(summary)}")
-    calls = dict(aws.calls)
+    if verified["verify_hosts"] != {**dict.fromkeys(verify_hosts.STATUSES, 0), "verified": n}:
+        raise RuntimeError(f"audit --verify-hosts of {n} instances saw {json.dumps(verified)}")
     expected = expected_calls(n)
+    expected_verify = {**expected, **expected_verify_calls(n)}
     return {
         "n": n,
         "calls": sum(calls.values()),
@@ -131,7 +171,23 @@ def audit_once(n: int) -> dict:
         "by_call": calls,
         "formula_holds": calls == expected,
         "seconds": round(seconds, 3),
+        "verify_hosts": {
+            "calls": sum(verify_calls.values()),
+            "expected_calls": sum(expected_verify.values()),
+            "by_call": verify_calls,
+            "formula_holds": verify_calls == expected_verify,
+            "seconds": round(verify_seconds, 3),
+        },
     }
+
+
+def _instance_ids() -> list[str]:
+    pages = (
+        boto3.client("ec2", region_name=REGION)
+        .get_paginator("describe_instances")
+        .paginate(Filters=[{"Name": "instance-state-name", "Values": ["running"]}])
+    )
+    return [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
 def measure(sizes: tuple[int, ...]) -> dict:
@@ -140,4 +196,6 @@ def measure(sizes: tuple[int, ...]) -> dict:
         results[str(n)] = audit_once(n)
         row = results[str(n)]
         log(f"audit n={n}: {row['calls']} calls (expected {row['expected_calls']}), {row['seconds']:.2f} s")
-    return {"formula": FORMULA, "sizes": results}
+        verify = row["verify_hosts"]
+        log(f"audit --verify-hosts n={n}: {verify['calls']} calls (expected {verify['expected_calls']})")
+    return {"formula": FORMULA, "verify_formula": VERIFY_FORMULA, "sizes": results}

@@ -77,6 +77,7 @@ def results_file(measured: dict, machine_text: str, date: str, wall: float) -> d
     if "audit" in measured:
         sizes = measured["audit"]["sizes"]
         data["audit_calls"] = {n: row["calls"] for n, row in sizes.items()}
+        data["audit_verify_hosts_calls"] = {n: row["verify_hosts"]["calls"] for n, row in sizes.items()}
         data["audit"] = measured["audit"]
     if "dockerstart" in measured:
         data["docker_start_overhead_ms"] = measured["dockerstart"]["overhead_ms"]
@@ -136,6 +137,12 @@ def targets(measured: dict) -> list[dict]:
             "audit calls follow the formula",
             all(row["formula_holds"] for row in sizes.values()),
             ", ".join(f"n={n}: {row['calls']}/{row['expected_calls']}" for n, row in sizes.items()),
+        )
+        verify = {n: row["verify_hosts"] for n, row in sizes.items()}
+        add(
+            "audit --verify-hosts calls follow the formula",
+            all(row["formula_holds"] for row in verify.values()),
+            ", ".join(f"n={n}: {row['calls']}/{row['expected_calls']}" for n, row in verify.items()),
         )
     if "dockerstart" in measured:
         start = measured["dockerstart"]
@@ -227,6 +234,22 @@ def render(data: dict, measured: dict) -> str:
             for n, row in audit["sizes"].items()
         ]
         lines += [*_table(rows, ["n", "calls", "formula", "match", "seconds"]), ""]
+        lines.append(f"   With --verify-hosts, every host verified: {audit['verify_formula']}")
+        rows = [
+            [
+                n,
+                row["verify_hosts"]["calls"],
+                row["verify_hosts"]["expected_calls"],
+                "yes" if row["verify_hosts"]["formula_holds"] else "NO",
+                ", ".join(
+                    f"{k.split(':')[1]} {v}"
+                    for k, v in row["verify_hosts"]["by_call"].items()
+                    if k.startswith("ssm:") and k != "ssm:GetParametersByPath"
+                ),
+            ]
+            for n, row in audit["sizes"].items()
+        ]
+        lines += [*_table(rows, ["n", "calls", "formula", "match", "SSM Run Command calls"]), ""]
     if "dockerstart" in measured:
         start = measured["dockerstart"]
         lines.append(

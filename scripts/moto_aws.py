@@ -15,6 +15,10 @@ takes at most 100 names.
 
 imds_defaults_stubbed(): moto 5.2.5 has no GetInstanceMetadataDefaults; botocore's Stubber
 answers it.
+
+run_command_stubbed(): moto 5.2.5 has no DescribeInstanceInformation nor ListCommandInvocations,
+and its SendCommand runs nothing; botocore's Stubber answers all three from a fleet of hosts
+whose checks pass, fail, never answer, or that SSM does not manage.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 from collections.abc import Iterator
 from unittest import mock
 
+from botocore import xform_name
 from botocore.stub import Stubber
 
 from golden_ami.aws import Aws
@@ -150,3 +155,126 @@ def imds_defaults_stubbed(defaults: dict[str, dict] | None = None) -> Iterator[d
 
     with mock.patch.object(Aws, "client", client):
         yield defaults
+
+
+# What a host does with --verify-hosts' check, for run_command_stubbed().
+PASSES = "passes"  # managed, online; the check exits 0
+FAILS = "fails"  # managed, online; the check exits 1 (see DRIFT_OUTPUT)
+SILENT = "silent"  # managed, online; the invocation never ends
+OFFLINE = "offline"  # managed, its agent's PingStatus ConnectionLost
+UNMANAGED = "unmanaged"  # not a managed node at all
+GONE = "gone"  # online when listed, then SendCommand refuses it (InvalidInstanceId)
+BACKENDS = (
+    "IPv4: iptables on nf_tables; Docker's firewall backend: iptables\n"
+    "IPv6: iptables on nf_tables; Docker's firewall backend: iptables\n"
+)
+DRIFT_OUTPUT = BACKENDS + "4\n"  # what `ecs-imds-block check` prints with IPv4 off
+
+
+class RunCommandFleet(Stubber):
+    """SSM Run Command against a fleet: {instance ID: PASSES | FAILS | ...}. Each call of the
+    three operations is answered from the fleet through the Stubber's own queue, so every
+    response is checked against botocore's model (the requests are, by botocore, before they
+    get here: 50 instance IDs at most in SendCommand, and so on). The client's other calls
+    go on (to moto). `sent` holds each SendCommand's parameters."""
+
+    OPERATIONS = ("DescribeInstanceInformation", "SendCommand", "ListCommandInvocations")
+
+    def __init__(self, client, hosts: dict[str, str]):
+        super().__init__(client)
+        self.hosts = hosts
+        self.sent: list[dict] = []
+        self.commands: dict[str, list[str]] = {}
+
+    def activate(self):
+        # The call's own parameters are seen before they are serialized; it is answered then.
+        events = self.client.meta.events
+        events.register_first("before-parameter-build", self._keep, unique_id=self._expected_params_event_id)
+        events.register_last("before-call", self._answer, unique_id=self._event_id)
+
+    def deactivate(self):
+        events = self.client.meta.events
+        events.unregister("before-parameter-build", unique_id=self._expected_params_event_id)
+        events.unregister("before-call", unique_id=self._event_id)
+
+    def _keep(self, model, params, **_):
+        if model.name in self.OPERATIONS:
+            self._params = dict(params)
+
+    def _answer(self, model, **_):
+        if model.name not in self.OPERATIONS:
+            return None
+        getattr(self, f"_{xform_name(model.name)}")(self._params)
+        return self._queue.popleft()["response"]
+
+    @staticmethod
+    def _page(items: list, params: dict) -> tuple[list, dict]:
+        start, size = int(params.get("NextToken") or 0), params.get("MaxResults", 50)
+        more = {"NextToken": str(start + size)} if start + size < len(items) else {}
+        return items[start : start + size], more
+
+    def _describe_instance_information(self, params):
+        (wanted,) = [f["Values"] for f in params.get("Filters", []) if f["Key"] == "InstanceIds"]
+        nodes = [
+            {"InstanceId": i, "PingStatus": "ConnectionLost" if self.hosts[i] == OFFLINE else "Online"}
+            for i in wanted
+            if self.hosts.get(i, UNMANAGED) != UNMANAGED
+        ]
+        page, more = self._page(nodes, params)
+        self.add_response("describe_instance_information", {"InstanceInformationList": page, **more})
+
+    def _send_command(self, params):
+        ids = params["InstanceIds"]
+        if any(self.hosts.get(i) in (GONE, UNMANAGED, OFFLINE) for i in ids):
+            self.add_client_error("send_command", "InvalidInstanceId", "Instances not in a valid state")
+            return
+        self.sent.append(params)
+        command = f"{len(self.commands):08d}-0000-4000-8000-000000000000"
+        self.commands[command] = list(ids)
+        self.add_response("send_command", {"Command": {"CommandId": command, "InstanceIds": ids}})
+
+    def _list_command_invocations(self, params):
+        assert params.get("Details") is True, "ListCommandInvocations without Details has no output"
+        ids = self.commands[params["CommandId"]]
+        invocations = []
+        for instance in ids:
+            state = self.hosts[instance]
+            status, code, output = {
+                PASSES: ("Success", 0, BACKENDS),
+                FAILS: ("Failed", 1, DRIFT_OUTPUT),
+                SILENT: ("InProgress", -1, ""),
+            }[state]
+            plugin = {"Name": "aws:runShellScript", "Status": status, "ResponseCode": code, "Output": output}
+            invocations.append(
+                {
+                    "CommandId": params["CommandId"],
+                    "InstanceId": instance,
+                    "Status": status,
+                    "StatusDetails": status,
+                    "CommandPlugins": [plugin],
+                }
+            )
+        page, more = self._page(invocations, params)
+        self.add_response("list_command_invocations", {"CommandInvocations": page, **more})
+
+
+@contextlib.contextmanager
+def run_command_stubbed(hosts: dict[str, str] | None = None) -> Iterator[list[RunCommandFleet]]:
+    """SSM Run Command answered by a RunCommandFleet of hosts on every SSM client an Aws makes.
+    Fill hosts before the run (an instance left out is not managed by SSM); the list yielded
+    gets each client's fleet, to read what was sent."""
+    hosts = {} if hosts is None else hosts
+    fleets: list[RunCommandFleet] = []
+    made = Aws.client
+
+    def client(self, service, region=None):
+        new = (service, region or self.region) not in self._clients
+        result = made(self, service, region)
+        if service == "ssm" and new:
+            fleet = RunCommandFleet(result, hosts)
+            fleet.activate()
+            fleets.append(fleet)
+        return result
+
+    with mock.patch.object(Aws, "client", client):
+        yield fleets

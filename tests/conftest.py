@@ -82,3 +82,44 @@ def user_folder(request, tmp_path_factory) -> Path:
         (folder / "ansible.cfg").write_text(config)
     folder.chmod(mode)
     return folder
+
+
+# --- the audit against moto (tests/test_audit.py, tests/test_verify_hosts.py) -------------
+
+
+@pytest.fixture
+def account_defaults():
+    """The account-level IMDS defaults GetInstanceMetadataDefaults answers, by account: fill
+    it before the audit runs. An account left out has no preference."""
+    from moto_aws import imds_defaults_stubbed
+
+    with imds_defaults_stubbed() as defaults:
+        yield defaults
+
+
+@pytest.fixture
+def mocked(monkeypatch, tmp_path, account_defaults):
+    """Fake credentials and region, no local AWS configuration, no instance metadata, every
+    call to moto (and GetInstanceMetadataDefaults to botocore's Stubber)."""
+    from moto import mock_aws
+    from support.audit import CLIENTS, REGION
+
+    for name in (
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+    with mock_aws():
+        yield
+    CLIENTS.clear()

@@ -15,12 +15,10 @@ import math
 
 import boto3
 import pytest
-from moto import mock_aws
-from moto_aws import capacity_providers_paged_like_aws, imds_defaults_stubbed, paging_like_aws
+from moto_aws import capacity_providers_paged_like_aws, paging_like_aws
 from support.audit import (
     BASE_AMI,
     CALLER,
-    CLIENTS,
     LATEST,
     ON_GOLDEN,
     PREFIX,
@@ -42,38 +40,6 @@ from support.audit import (
 
 from golden_ami import audit, cli
 from golden_ami.aws import NotFoundError, UsageError
-
-
-@pytest.fixture
-def account_defaults():
-    """The account-level IMDS defaults GetInstanceMetadataDefaults answers, by account: fill
-    it before the audit runs. An account left out has no preference."""
-    with imds_defaults_stubbed() as defaults:
-        yield defaults
-
-
-@pytest.fixture
-def mocked(monkeypatch, tmp_path, account_defaults):
-    """Fake credentials and region, no local AWS configuration, no instance metadata, every
-    call to moto (and GetInstanceMetadataDefaults to botocore's Stubber)."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    with mock_aws():
-        yield
-    CLIENTS.clear()
 
 
 @pytest.fixture
@@ -606,6 +572,7 @@ def test_json_shape(mocked, capsys):
         "state": "running",
         "auto_scaling_group": "web-asg",
         "launch_template": {"id": template_id, "name": "web", "version": 1},
+        "host_check": None,  # --verify-hosts only
         "notes": [],
     }
     assert [f["key"] for f in findings] == ["not_published", "imdsv1_allowed", "hop_limit_2_without_block"]
@@ -676,7 +643,10 @@ def test_json_shape(mocked, capsys):
         "hop_limit_over_2": 0,
         "hop_limit_2_without_block": 2,
         "hop_limit_unset_without_block": 0,
+        "block_not_live": 0,  # --verify-hosts only
+        "host_not_verified": 0,
     }
+    assert summary["verify_hosts"] is None
     assert summary["region"] == REGION
     assert out["skipped"] == [] and out["errors"] == []
 

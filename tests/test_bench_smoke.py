@@ -42,6 +42,17 @@ def test_smoke_runs_the_harness_and_the_audit_path(tmp_path):
 
     data = json.loads(output.read_text())
     assert data["audit_calls"] == {"1": 6, "150": 8}
+    # --verify-hosts adds ceil(n/50) of each SSM Run Command call: 1, 3.
+    assert data["audit_verify_hosts_calls"] == {"1": 6 + 3, "150": 8 + 9}
+    assert {
+        k: v
+        for k, v in data["audit"]["sizes"]["150"]["verify_hosts"]["by_call"].items()
+        if k != "ssm:GetParametersByPath" and k.startswith("ssm:")
+    } == {
+        "ssm:DescribeInstanceInformation": 3,
+        "ssm:SendCommand": 3,
+        "ssm:ListCommandInvocations": 3,
+    }
     assert data["audit"]["sizes"]["150"]["by_call"] == {
         "ssm:GetParametersByPath": 1,
         "ecs:DescribeClusters": 1,

@@ -43,7 +43,7 @@ from support.iam import (
 
 PARLIAMENT_CONFIG = IAM / "parliament.yaml"
 
-POLICIES = ("audit-readonly.json", "packer-build.json", "publish-cleanup.json")
+POLICIES = ("audit-readonly.json", "audit-verify-hosts.json", "packer-build.json", "publish-cleanup.json")
 
 # Which policy each module's AWS calls need. Every module of src/golden_ami must be listed,
 # so a new one cannot escape; None means "makes no AWS call" (asserted), except aws.py, whose
@@ -54,6 +54,7 @@ MODULE_POLICY = {
     "find": "publish-cleanup.json",
     "cleanup": "publish-cleanup.json",
     "audit": "audit-readonly.json",
+    "verify_hosts": "audit-verify-hosts.json",
     "layout": "publish-cleanup.json",
     "aws": None,
     "__init__": None,
@@ -144,6 +145,7 @@ JUSTIFIED_ACTION_WILDCARDS: dict[str, str] = {}
 # resources. A new privilege-escalation or credential action shows up here.
 COMMUNITY_EXPECTED = {
     "audit-readonly.json": {("CREDENTIALS_EXPOSURE", ("sts:assumerole",))},
+    "audit-verify-hosts.json": set(),  # parliament has no auditor for SendCommand: see iam/README.md
     "packer-build.json": {("PERMISSIONS_MANAGEMENT_ACTIONS", ("kms:creategrant",))},
     "publish-cleanup.json": set(),
 }
@@ -280,6 +282,9 @@ def test_the_extractor_finds_the_calls_we_know_of():
     assert {"ec2:DescribeImages", "ec2:DescribeLaunchTemplates", "autoscaling:DescribeLaunchConfigurations",
             "ec2:DeregisterImage", "ssm:DeleteParameter"} <= actions["cleanup"]  # fmt: skip
     assert {"sts:AssumeRole", "ecs:DescribeContainerInstances", "ecs:ListClusters"} <= actions["audit"]
+    assert actions["verify_hosts"] == {
+        "ssm:DescribeInstanceInformation", "ssm:SendCommand", "ssm:ListCommandInvocations"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("module", sorted(MODULE_POLICY))

@@ -32,7 +32,8 @@ instances of all the clusters together; ceil(P/10) DescribeCapacityProviders; ce
 DescribeAutoScalingGroups; T DescribeLaunchTemplateVersions (the API takes one launch
 template a call, all its versions at once); 1 GetInstanceMetadataDefaults. Plus one
 ListClusters page per 100 clusters when no --cluster is given, and one GetParametersByPath
-page per 10 parameters, once.
+page per 10 parameters, once. With --verify-hosts, the SSM calls of golden_ami.verify_hosts
+for the account's running instances.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from golden_ami import layout
+from golden_ami import layout, verify_hosts
 from golden_ami.aws import LOG, Aws, GoldenAmiError, NotFoundError, UsageError, batches, translate
 from golden_ami.files import read_at_most
 from golden_ami.output import Result, table
@@ -82,6 +83,8 @@ HTTP_TOKENS_UNSET = "http_tokens_unset"
 HOP_LIMIT_OVER_2 = "hop_limit_over_2"
 HOP_LIMIT_2_WITHOUT_BLOCK = "hop_limit_2_without_block"
 HOP_LIMIT_UNSET_WITHOUT_BLOCK = "hop_limit_unset_without_block"
+BLOCK_NOT_LIVE = "block_not_live"  # --verify-hosts: the host's check failed
+HOST_NOT_VERIFIED = "host_not_verified"  # --verify-hosts: not managed by SSM, or no answer
 FINDING_KEYS = (
     NOT_PUBLISHED,
     IMDSV1_ALLOWED,
@@ -89,6 +92,8 @@ FINDING_KEYS = (
     HOP_LIMIT_OVER_2,
     HOP_LIMIT_2_WITHOUT_BLOCK,
     HOP_LIMIT_UNSET_WITHOUT_BLOCK,
+    BLOCK_NOT_LIVE,
+    HOST_NOT_VERIFIED,
 )
 # Note keys: fine, but worth knowing.
 HOP_LIMIT_1 = "hop_limit_1"
@@ -159,6 +164,7 @@ class Instance:
     state: str | None = None
     auto_scaling_group: str | None = None
     launch_template: dict | None = None  # {"id", "name", "version"}: where its settings live
+    host_check: dict | None = None  # --verify-hosts: {"status", "detail", "command_id"}
     findings: list[dict] = dataclasses.field(default_factory=list)
     notes: list[dict] = dataclasses.field(default_factory=list)
 
@@ -234,6 +240,20 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--role-name", metavar="NAME", help="the role to assume in each account of --accounts"
     )
+    parser.add_argument(
+        "--verify-hosts",
+        action="store_true",
+        help="also run `ecs-imds-block check` on each running instance through SSM Run Command: "
+        "verified, drifted, not managed by SSM or timed out; drift is a finding",
+    )
+    low, high = verify_hosts.TIMEOUT_RANGE
+    parser.add_argument(
+        "--verify-timeout",
+        type=int,
+        metavar="SECONDS",
+        help=f"how long --verify-hosts waits for the hosts' answers ({low}-{high}; "
+        f"default {verify_hosts.DEFAULT_TIMEOUT})",
+    )
 
 
 def _shown(text: str, limit: int = 40) -> str:
@@ -273,6 +293,13 @@ def _check_args(args) -> list[str] | None:
         raise UsageError(f"--prefix {_shown(args.prefix)} must be an SSM path starting with /")
     if args.role_name and not ROLE_NAME.fullmatch(args.role_name):
         raise UsageError(f"--role-name {_shown(args.role_name)} is not an IAM role name")
+    if args.verify_timeout is not None:
+        low, high = verify_hosts.TIMEOUT_RANGE
+        if not args.verify_hosts:
+            raise UsageError("--verify-timeout goes with --verify-hosts")
+        if not low <= args.verify_timeout <= high:
+            shown = args.verify_timeout
+            raise UsageError(f"--verify-timeout {shown} is not between {low} and {high} seconds")
     return read_accounts(args.accounts) if args.accounts else None
 
 
@@ -640,6 +667,34 @@ def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> Non
         instance.findings.insert(0, _not_published(prefix, where, ", then replace the instance"))
 
 
+def evaluate_host_check(instance: Instance, check: verify_hosts.HostCheck) -> None:
+    """What --verify-hosts found on the host: drift is a finding, and so is a host whose block
+    nobody could see (not managed by SSM, or no answer): the audit cannot vouch for it."""
+    instance.host_check = dataclasses.asdict(check)
+    check_line = "ecs-imds-block check"
+    if check.status == verify_hosts.DRIFTED:
+        instance.findings.append(
+            _finding(
+                BLOCK_NOT_LIVE,
+                f"IMDS block not live on the host: {check.detail}",
+                check_line,
+                check.detail,
+                "load it again on the host with what docker.service runs before it starts (its "
+                "ecs-imds-block drop-in's ExecStartPre), or replace the instance; then find what "
+                "removed the rules (a flush, or another tool's iptables-restore without --noflush)",
+            )
+        )
+    elif check.status in (verify_hosts.UNMANAGED, verify_hosts.TIMED_OUT):
+        fix = {
+            verify_hosts.UNMANAGED: "make the instance an SSM managed node (the SSM agent running, "
+            "AmazonSSMManagedInstanceCore on its instance role), then audit again",
+            verify_hosts.TIMED_OUT: "audit again with a longer --verify-timeout, or look at the "
+            "host's SSM agent",
+        }[check.status]
+        message = f"IMDS block not verified on the host: {check.detail}"
+        instance.findings.append(_finding(HOST_NOT_VERIFIED, message, check_line, check.status, fix))
+
+
 # --- the walk -------------------------------------------------------------------------------
 
 
@@ -784,6 +839,7 @@ def audit_account(
     published: Published,
     label: str | None = None,
     prefix=layout.DEFAULT_PREFIX,
+    verify_timeout: int | None = None,
 ) -> Walk:
     """Walk the clusters of one account and region, their groups' launch templates and the
     account's IMDS defaults."""
@@ -848,18 +904,23 @@ def audit_account(
         evaluate_template(template, walk.defaults, prefix)
     for instance in walk.instances:
         evaluate_instance(instance, prefix, _instance_where(instance, of_group))
+    if verify_timeout is not None:
+        running = {i.ec2_instance_id: i for i in walk.instances if i.state == "running"}
+        checks = verify_hosts.verify(aws.client("ssm"), sorted(running), verify_timeout)
+        for instance_id, check in checks.items():
+            evaluate_host_check(running[instance_id], check)
     return walk
 
 
 def _audit_accounts(
-    aws: Aws, accounts: list[str], role_name: str, clusters, published, prefix
+    aws: Aws, accounts: list[str], role_name: str, clusters, published, prefix, verify_timeout
 ) -> tuple[dict, list]:
     """Walk every account in parallel: {account: Walk} and the accounts that failed."""
     partition = aws.session.get_partition_for_region(aws.region)
 
     def one(account: str) -> Walk:
         member = aws.assume(f"arn:{partition}:iam::{account}:role/{role_name}", label=account)
-        return audit_account(member, clusters, published, label=account, prefix=prefix)
+        return audit_account(member, clusters, published, account, prefix, verify_timeout)
 
     LOG.info("auditing %d accounts with role %s", len(accounts), role_name)
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(accounts))) as pool:
@@ -887,10 +948,14 @@ def run(args, aws: Aws) -> Result:
     accounts = _check_args(args)
     region = aws.region
     published = published_amis(aws, args.prefix)
+    verify_timeout = (args.verify_timeout or verify_hosts.DEFAULT_TIMEOUT) if args.verify_hosts else None
     if accounts:
-        walks, errors = _audit_accounts(aws, accounts, args.role_name, args.clusters, published, args.prefix)
+        walks, errors = _audit_accounts(
+            aws, accounts, args.role_name, args.clusters, published, args.prefix, verify_timeout
+        )
     else:
-        walks, errors = {None: audit_account(aws, args.clusters, published, prefix=args.prefix)}, []
+        walk = audit_account(aws, args.clusters, published, prefix=args.prefix, verify_timeout=verify_timeout)
+        walks, errors = {None: walk}, []
 
     instances = sorted(
         (i for walk in walks.values() for i in walk.instances),
@@ -936,6 +1001,12 @@ def run(args, aws: Aws) -> Result:
             for key in FINDING_KEYS
         },
         "skipped": len(skipped),
+        "verify_hosts": {
+            status: sum((i.host_check or {}).get("status") == status for i in instances)
+            for status in verify_hosts.STATUSES
+        }
+        if args.verify_hosts
+        else None,
     }
     data = {
         "instances": [dataclasses.asdict(i) for i in instances],
@@ -1055,6 +1126,12 @@ def _report(instances, templates, defaults, configurations, summary, multi, skip
         f"launch templates: {s['launch_templates']}, with findings: {s['launch_templates_with_findings']} "
         f"({s['launch_template_findings']} findings)",
     ]
+    if s["verify_hosts"] is not None:
+        v = s["verify_hosts"]
+        lines.append(
+            f"hosts (--verify-hosts): verified {v['verified']}, drifted {v['drifted']}, "
+            f"not managed by SSM {v['unmanaged']}, timed out {v['timed_out']}"
+        )
     if skipped:
         lines.append(f"skipped: {len(skipped)} (gone during the audit or no EC2 instance; see the log)")
     lines += [f"account {e['account']} not audited: {e['error']}" for e in errors]

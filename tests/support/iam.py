@@ -378,11 +378,13 @@ def statement_lines(text: str) -> dict[int, dict]:
 
 def _arn_matches_with_empty_account(parliament, required: str, resources: list[str]) -> bool:
     """parliament's ARN matcher wants an account wherever the ARN format has one; AWS's public SSM
-    parameters (arn:aws:ssm:REGION::parameter/aws/service/...) have none. Match with the account
-    field read as "*"."""
+    parameters (arn:aws:ssm:REGION::parameter/aws/service/...) and AWS's own SSM documents
+    (arn:aws:ssm:REGION::document/AWS-RunShellScript) have none. Match with the account field
+    read as "*"."""
+    owned_by_aws = ("parameter/aws/", "document/AWS-")
     for resource in resources:
         parts = resource.split(":")
-        if len(parts) >= 6 and parts[4] == "" and parts[2] == "ssm" and parts[5].startswith("parameter/aws/"):
+        if len(parts) >= 6 and parts[4] == "" and parts[2] == "ssm" and parts[5].startswith(owned_by_aws):
             parts[4] = "*"
             if parliament.is_arn_strictly_valid("", required, ":".join(parts)):
                 return True
