@@ -267,15 +267,33 @@ def test_a_file_the_kernel_refuses_still_loads_the_block_and_load_fails(netns, t
     assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # nothing of the refused file
 
 
-def test_apply_loads_our_part_alone_and_skips_a_family_that_is_right(netns, tmp_path):
+def test_apply_reloads_the_whole_file_when_off_and_skips_a_family_that_is_right(netns, tmp_path):
+    """What removed the block (a flush) removed the host's own rules too: apply puts both back,
+    each once, and says so in one line; a family that is right it leaves alone, silently."""
     path = shared_file(tmp_path, 4)
-    netns(str(HELPER), "apply", "4", path)
-    assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # the host's rules are load's
+    first = netns(str(HELPER), "apply", "4", path)
+    assert rule_set(netns, 4).count("-A INPUT -j TEAM-INPUT") == 1
+    assert first.stdout == (
+        "ecs-imds-block apply: IPv4 FORWARD does not jump to DOCKER-USER first; "
+        f"reloaded {path} whole (the host's rules and the block) in one commit\n"
+    )
     netns("iptables", "-A", "INPUT", "-j", "ACCEPT")  # right: apply must leave everything alone
     before = rule_set(netns, 4)
-    netns(str(HELPER), "apply", "4", path)
+    again = netns(str(HELPER), "apply", "4", path)
     assert rule_set(netns, 4) == before
+    assert again.stdout == ""
     assert netns(str(HELPER), "check", "4", path).returncode == 0
+
+
+def test_apply_loads_our_part_alone_when_the_kernel_refuses_the_file(netns, tmp_path):
+    path = shared_file(tmp_path, 4)
+    text = Path(path).read_text().replace("--dport 2376 -j DROP", "--dport 2376 -j DROP --no-such-option")
+    Path(path).write_text(text)
+    result = netns(str(HELPER), "heal", "4", path)
+    assert result.stdout.endswith(f"; the kernel refused {path}; loaded only its ecs_imds_block part\n")
+    assert result.stdout.startswith("ecs-imds-block heal: IPv4 ")
+    assert netns(str(HELPER), "check", "4", path).returncode == 0
+    assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # nothing of the refused file
 
 
 def test_a_file_without_our_part_is_refused(netns, tmp_path):

@@ -152,10 +152,10 @@ def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
 
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
-def test_boothook_dropins_are_what_the_role_renders(role_files, ipv6):
-    dropins = {path: text for path, (_, text) in role_files[ipv6].items() if path.startswith("/etc/systemd/")}
-    assert len(dropins) == (4 if ipv6 else 3)
-    assert boothook.render_dropins(ipv6) == dropins
+def test_boothook_units_are_what_the_role_renders(role_files, ipv6):
+    units = {path: text for path, (_, text) in role_files[ipv6].items() if path.startswith("/etc/systemd/")}
+    assert len(units) == (4 if ipv6 else 3) + 2  # the drop-ins, the heal timer and its service
+    assert boothook.render_dropins(ipv6) == units
 
 
 def test_boothook_without_ipv6_leaves_ipv6_alone():
@@ -163,6 +163,8 @@ def test_boothook_without_ipv6_leaves_ipv6_alone():
     assert sorted(heredocs(data)) == [
         "/etc/sysconfig/iptables",
         "/etc/systemd/system/docker.service.d/50-ecs-imds-block.conf",
+        "/etc/systemd/system/ecs-imds-block-heal.service",
+        "/etc/systemd/system/ecs-imds-block-heal.timer",
         "/etc/systemd/system/ecs.service.d/50-ecs-imds-block.conf",
         "/etc/systemd/system/iptables.service.d/50-ecs-imds-block.conf",
         "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py",
@@ -170,6 +172,11 @@ def test_boothook_without_ipv6_leaves_ipv6_alone():
     ]
     assert "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables ||" in boothook_script(data)
     assert "systemctl enable iptables.service ||" in boothook_script(data)
+    assert "ExecStart=/usr/local/sbin/ecs-imds-block heal 4 /etc/sysconfig/iptables\n" in data_units(False)
+
+
+def data_units(ipv6: bool) -> str:
+    return boothook.render_dropins(ipv6)["/etc/systemd/system/ecs-imds-block-heal.service"]
 
 
 def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_valid_shell(tmp_path):
@@ -184,6 +191,8 @@ def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_
         "systemctl daemon-reload\n",
         "/usr/local/sbin/ecs-imds-block apply 4 /etc/sysconfig/iptables 6 /etc/sysconfig/ip6tables"
         " || fail 'cannot load the block into the kernel'\n",
+        "systemctl enable ecs-imds-block-heal.timer ||",
+        "systemctl start --no-block ecs-imds-block-heal.timer ||",
         "if ! rpm -q --quiet --whatprovides iptables-services; then\n",
         "install='dnf install -y iptables-services'",
         'fail "$install failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '

@@ -4,8 +4,9 @@
 `golden-ami user-data`, and the script that sets the cluster in ecs.config.
 
 Nothing is copied from the role: the rules come from its filter plugin, the loader and the
-merge from its ``files/`` and ``module_utils/``, the drop-ins from its templates, the paths,
-services and loader arguments from its ``vars/`` and its imds_layout filter. The role ships
+merge from its ``files/`` and ``module_utils/``, the drop-ins and the heal timer from its
+templates, the paths, services and loader arguments from its ``vars/`` (and ``defaults/``, for
+the heal interval) and its imds_layout filter. The role ships
 with this package as ``ecs_imds_block``.
 """
 
@@ -46,7 +47,8 @@ def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str])
 def role_data(ipv6: bool) -> dict:
     """The variables the role's templates and tasks use on Amazon Linux, as the role computes them:
     its vars files, and its imds_layout filter for the families, services and loader arguments."""
-    data = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    data = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    data.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
     data.update(yaml.safe_load((ROLE / "vars" / PLATFORM_VARS).read_text()))
     layout = imds_layout(data["ecs_imds_block__persistence"], ipv6)
     data.update(
@@ -61,7 +63,8 @@ def role_data(ipv6: bool) -> dict:
 
 
 def render_dropins(ipv6: bool) -> dict[str, str]:
-    """Drop-in path -> content, rendered from the role's templates as its files.yml renders them."""
+    """Unit file path -> content, rendered from the role's templates as its files.yml renders
+    them: the drop-ins, and the heal timer and its service."""
     data = role_data(ipv6)
     env = jinja2.Environment(
         autoescape=False,  # noqa: S701 - systemd units, not HTML
@@ -75,10 +78,14 @@ def render_dropins(ipv6: bool) -> dict[str, str]:
     templates[data["ecs_imds_block__docker_service"]] = "docker.conf.j2"
     templates[data["ecs_imds_block__ecs_service"]] = "ecs.conf.j2"
     dropin = data["ecs_imds_block__dropin"]
-    return {
+    units = {
         f"/etc/systemd/system/{unit}.d/{dropin}": env.get_template(template).render(data, item=unit)
         for unit, template in templates.items()
     }
+    for kind in ("service", "timer"):
+        path = f"/etc/systemd/system/{data['ecs_imds_block__heal_unit']}.{kind}"
+        units[path] = env.get_template(f"heal.{kind}.j2").render(data)
+    return units
 
 
 def _heredoc(command: str, content: str, on_error: str | None = None) -> str:
@@ -104,6 +111,7 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
     loader_args = " ".join(shlex.quote(arg) for arg in data["ecs_imds_block__loader_args"])
     packages = " ".join(shlex.quote(name) for name in data["ecs_imds_block__packages"])
     services = " ".join(shlex.quote(service) for service in data["ecs_imds_block__services"])
+    timer = shlex.quote(f"{data['ecs_imds_block__heal_unit']}.timer")
     lines = [
         "#cloud-boothook",
         "#!/bin/sh",
@@ -142,6 +150,10 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
     script += (
         "systemctl daemon-reload\n"
         f"{helper} apply {loader_args} || fail 'cannot load the block into the kernel'\n"
+        "# The heal timer puts the block back if something removes it later. --no-block: a\n"
+        "# boothook runs inside the boot transaction, which a waiting start could hold up.\n"
+        f"systemctl enable {timer} || fail 'cannot enable {timer}'\n"
+        f"systemctl start --no-block {timer} || fail 'cannot start {timer}'\n"
         "\n"
         "# The only step that needs the network. The persistence service then loads the rules\n"
         "# files at boot, the host's own rules included.\n"

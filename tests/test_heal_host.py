@@ -1,0 +1,145 @@
+# Copyright: the ecs-imds-golden authors
+# Apache License 2.0
+"""The heal timer on a real host: systemd, Docker, the EC2 network fixture of
+molecule/fixture/prepare.yml (its IMDS answers on both families, and the host's own firewall
+is in both rules files) and the role applied by playbooks/golden-ami.yml.
+
+Each fault removes the block from the running kernel. Once the heal target has passed, no
+bridge container reads IMDS over IPv4 or IPv6 (the connection is refused: our reject, not a
+policy drop), the heal logged one line, and the host's own firewall is live again, each rule
+exactly once. With the timer stopped the same fault lets a probe through, so the test can fail.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from local_image.host import LocalHost, systemd_container
+from local_image.make_image import FIXTURE, FIXTURE_VARS, PLAYBOOK, playbook
+from test_boothook_host import INSTANCE_ID, probe, wait_for
+
+# One host for the module: `make test` runs the unit tests with --dist loadgroup.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("heal-host")]
+
+HEAL_TARGET = 5  # seconds from the fault to the block being back (issue 20)
+TIMER = "ecs-imds-block-heal.timer"
+FILES = {4: "/etc/iptables/rules.v4", 6: "/etc/iptables/rules.v6"}  # Debian's
+TOOLS = {4: "iptables", 6: "ip6tables"}
+# The host's own firewall, as molecule/fixture/files/team-rules.v4 and .v6 hold it.
+TEAM_RULES = ["-A INPUT -j TEAM-INPUT", "-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP"]
+FLUSH_RULESET = (
+    "flush ruleset\ntable inet filter {\n  chain forward { type filter hook forward priority 0; }\n}\n"
+)
+
+FAULTS = {
+    "iptables -F": "iptables -F",
+    "iptables -F and -X, both families": "iptables -F && iptables -X && ip6tables -F && ip6tables -X",
+    "nft flush ruleset": "nft flush ruleset",
+    # A CIS-style hardening: nftables.service with a config that starts with flush ruleset.
+    "nftables.service with flush ruleset": (
+        f"printf '{FLUSH_RULESET}' >/etc/nftables.conf && systemctl restart nftables.service"
+    ),
+    "iptables-restore of a file without our part": (
+        "printf '*filter\\n:INPUT ACCEPT [0:0]\\n:FORWARD ACCEPT [0:0]\\n:OUTPUT ACCEPT [0:0]\\nCOMMIT\\n'"
+        " | iptables-restore"
+    ),
+    # The heal started by hand as Docker restarts: whichever repairs first (the heal, or
+    # docker.service's ExecStartPre) reloads the whole file and says so.
+    "a Docker restart during a heal": (
+        "iptables -F && ip6tables -F && systemctl start --no-block ecs-imds-block-heal.service"
+        " && systemctl restart docker.service"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def host(docker_image, tmp_path_factory):
+    log = tmp_path_factory.mktemp("heal") / "playbooks.log"
+    with systemd_container(docker_image, prefix="ecs-imds-heal") as host:
+        if playbook(host.name, FIXTURE / "prepare.yml", [f"@{FIXTURE_VARS}"], log):
+            pytest.fail(f"the fixture could not be built; see {log}:\n{log.read_text()[-3000:]}")
+        if playbook(host.name, PLAYBOOK, [f"@{FIXTURE_VARS}"], log):
+            pytest.fail(f"the role could not be applied; see {log}:\n{log.read_text()[-3000:]}")
+        wait_for(host, "docker.service", "fixture-imds.service", TIMER)
+        yield host
+
+
+def since(host: LocalHost) -> str:
+    """The host's clock now, for journalctl --since."""
+    return host.run("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+
+
+def assert_refused(host: LocalHost, when: str) -> None:
+    for family, address in ((4, "169.254.169.254"), (6, "fd00:ec2::254")):
+        route = host.run("ip", f"-{family}", "-o", "route", "get", address, check=False).stdout
+        assert " dev imds0 " in route, f"{when}: {address} is not routed to the fixture: {route!r}"
+        seen = probe(host, "bridge", address)
+        assert INSTANCE_ID not in seen and re.search("refused|reset", seen), f"{when}: IPv{family}: {seen}"
+    seen = host.run("curl", "-sS", "--max-time", "5", "http://169.254.169.254/latest/meta-data/instance-id")
+    assert seen.stdout == INSTANCE_ID, f"{when}: the host does not reach the fixture's IMDS"
+
+
+def assert_host_firewall_live_once(host: LocalHost, when: str) -> None:
+    for family, tool in TOOLS.items():
+        live = host.run(tool, "-S").stdout.splitlines()
+        for rule in TEAM_RULES:
+            assert live.count(rule) == 1, f"{when}: IPv{family} holds {rule!r} {live.count(rule)} times"
+            assert rule in host.run("cat", FILES[family]).stdout.splitlines(), (
+                f"{when}: not in {FILES[family]}"
+            )
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_the_block_is_back_within_the_target_after(host, fault):
+    wait_for(host, "docker.service", TIMER)
+    start = since(host)
+    time.sleep(1)  # the journal's --since has a resolution of seconds
+    host.run("sh", "-c", FAULTS[fault])
+    time.sleep(HEAL_TARGET)
+
+    assert (
+        host.run(
+            "/usr/local/sbin/ecs-imds-block", "check", "4", FILES[4], "6", FILES[6], check=False
+        ).returncode
+        == 0
+    )
+    assert_refused(host, f"{HEAL_TARGET} s after {fault}")
+    assert_host_firewall_live_once(host, f"{HEAL_TARGET} s after {fault}")
+    units = ["-u", "ecs-imds-block-heal.service", "-u", "docker.service"]
+    logged = host.run("journalctl", *units, "--since", start, "-o", "cat").stdout
+    lines = [
+        line
+        for line in logged.splitlines()
+        if line.startswith(("ecs-imds-block heal: ", "ecs-imds-block apply: "))
+    ]
+    assert lines, f"no heal logged after {fault}:\n{logged}"
+    if fault != "a Docker restart during a heal":  # there docker.service may repair first
+        assert lines[0].startswith("ecs-imds-block heal: "), lines
+    # A reload that loses a race with Docker's own start is logged as an error, and the next
+    # run repairs: the last word is a reload.
+    assert "; reloaded /etc/iptables/rules.v" in lines[-1], lines
+
+
+def test_with_the_heal_off_the_same_fault_lets_a_probe_through(host, tmp_path):
+    """The control: ecs_imds_block_heal=false stops and disables the timer; nothing then puts
+    the block back, and the probe reads IMDS. The role with the default starts it again."""
+    log = tmp_path / "playbooks.log"
+    assert playbook(host.name, PLAYBOOK, [f"@{FIXTURE_VARS}", "ecs_imds_block_heal=false"], log) == 0, (
+        log.read_text()
+    )
+    try:
+        states = host.run("systemctl", "is-active", TIMER, check=False).stdout.split()
+        states += host.run("systemctl", "is-enabled", TIMER, check=False).stdout.split()
+        assert states == ["inactive", "disabled"]
+        host.run("sh", "-c", FAULTS["nft flush ruleset"])
+        time.sleep(HEAL_TARGET)
+        seen = probe(host, "bridge", "169.254.169.254")
+        assert INSTANCE_ID in seen, f"with the heal off, nft flush ruleset still blocks: {seen}"
+    finally:
+        host.run("systemctl", "restart", "docker.service")  # Docker's NAT, and the block again
+        assert playbook(host.name, PLAYBOOK, [f"@{FIXTURE_VARS}"], log) == 0, log.read_text()
+    wait_for(host, TIMER)
+    assert host.run("systemctl", "is-enabled", TIMER).stdout.strip() == "enabled"
+    assert_refused(host, "after the role turned the heal on again")
