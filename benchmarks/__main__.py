@@ -9,7 +9,8 @@
 Measurements (one module each): imds.py (time-to-fail of a blocked IMDS request), role.py
 (role cost next to the seed's shell recipe), datapath.py (throughput and connection rate with
 and without the rules), audit_scaling.py (API calls of `golden-ami audit` as a cluster grows),
-dockerstart.py (docker.service's start with and without the role's drop-in).
+dockerstart.py (docker.service's start with and without the role's drop-in), heal.py (the
+heal timer: time from a flush to the block being back, and its CPU cost).
 Progress goes to stderr, the table to stdout. Exit 0 when every target passed, 1 when a
 target failed (the results are still written), 2 when the harness itself failed.
 """
@@ -27,12 +28,12 @@ from pathlib import Path
 
 from local_image.tools import MissingTool, venv_tool
 
-from benchmarks import audit_scaling, datapath, dockerstart, fixture, images, imds, report, role, stats
+from benchmarks import audit_scaling, datapath, dockerstart, fixture, heal, images, imds, report, role, stats
 from benchmarks.progress import log
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-MEASUREMENTS = ("imds", "role", "datapath", "audit", "dockerstart")
+MEASUREMENTS = ("imds", "role", "datapath", "audit", "dockerstart", "heal")
 AUDIT_SIZES = (100, 1000, 5000)
 SMOKE_AUDIT_SIZES = (1, 150)  # 150: two pages, so paging is exercised
 # Both clients of imds_client.py against a refused port, importing only the copied botocore.
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         with _phase(phases, "images"):
             images.ensure_base_images()
             bench = images.ensure_bench_image()
-            if selected & {"imds", "datapath", "dockerstart"}:
+            if selected & {"imds", "datapath", "dockerstart", "heal"}:
                 golden, built = images.ensure_golden(args.golden, args.rebuild_golden)
                 images_used["golden"] = {
                     "image": golden,
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         if "dockerstart" in selected:  # a host of its own: restarting Docker would stop the clients
             with _phase(phases, "dockerstart"):
                 measured["dockerstart"] = dockerstart.measure(golden, args.start_pairs)
+        if "heal" in selected:  # a host of its own: each sample flushes its filter tables
+            with _phase(phases, "heal"):
+                measured["heal"] = heal.measure(golden)
         if "role" in selected:
             with _phase(phases, "role"):
                 measured["role"] = role.measure(bench, args.role_runs, log_file)
