@@ -41,6 +41,7 @@ from moto_aws import PASSES, imds_defaults_stubbed, paging_like_aws, run_command
 from benchmarks.progress import log
 from golden_ami import audit, cli, layout, verify_hosts
 from golden_ami.aws import Aws
+from golden_ami.boothook import role_vars
 
 REGION = "eu-west-1"
 CLUSTER = "bench"
@@ -133,6 +134,7 @@ def _fleet(n: int) -> None:
     ssm.put_parameter(Name=latest, Value=golden, Type="String")
     ecs.create_cluster(clusterName=CLUSTER)
     backend = ecs_backends[DEFAULT_ACCOUNT_ID][REGION]
+    attribute = role_vars()["ecs_imds_block__attribute"]
     options = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
     for start in range(0, n, 100):
         count = min(100, n - start)
@@ -140,7 +142,8 @@ def _fleet(n: int) -> None:
             ImageId=golden, MinCount=count, MaxCount=count, MetadataOptions=options
         )
         for instance in reservation["Instances"]:
-            backend.register_container_instance(CLUSTER, instance["InstanceId"])
+            registered = backend.register_container_instance(CLUSTER, instance["InstanceId"])
+            registered.attributes[attribute["name"]] = attribute["value"]  # as a golden host's agent
 
 
 def _audit(*flags: str) -> tuple[dict, dict, float]:

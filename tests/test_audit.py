@@ -62,7 +62,7 @@ INSTANCE_CASES = {
         "required",
         2,
         ["not_published", "hop_limit_2_without_block"],
-        [],
+        ["attribute_missing"],  # not a golden host: no agent registered the attribute
     ),
     "hop-limit-2-on-the-golden-ami-is-fine": (GOLDEN, "required", 2, [], []),
     "hop-limit-1-is-fine-with-a-note": (GOLDEN, "required", 1, [], ["hop_limit_1"]),
@@ -573,7 +573,14 @@ def test_json_shape(mocked, capsys):
         "auto_scaling_group": "web-asg",
         "launch_template": {"id": template_id, "name": "web", "version": 1},
         "host_check": None,  # --verify-hosts only
-        "notes": [],
+        "block_attribute": None,  # not a golden host
+        "notes": [
+            {
+                "key": "attribute_missing",
+                "message": "no ecs-imds-block=enforced attribute: its agent did not find the block live at "
+                "its start, or the host predates the attribute or is not on the golden AMI",
+            }
+        ],
     }
     assert [f["key"] for f in findings] == ["not_published", "imdsv1_allowed", "hop_limit_2_without_block"]
     assert [f["message"] for f in findings] == [
@@ -898,3 +905,34 @@ def test_accounts_and_role_name_go_together(mocked, argv, capsys):
         run(*argv)
     assert cli.main(["audit", *argv]) == 2
     assert "--accounts and --role-name go together" in capsys.readouterr().err
+
+
+def test_an_instance_without_the_attribute_gets_a_note_and_is_counted(mocked):
+    """Tasks that require attribute:ecs-imds-block == enforced are never placed on it."""
+    golden = golden_image()
+    publish(golden)
+    enforced, unenforced = fleet("prod", [(golden, "required", 2, 2)])
+    ecs = boto3.client("ecs", region_name=REGION)
+    arn = next(
+        ci["containerInstanceArn"]
+        for ci in ecs.describe_container_instances(
+            cluster="prod",
+            containerInstances=ecs.list_container_instances(cluster="prod")["containerInstanceArns"],
+        )["containerInstances"]
+        if ci["ec2InstanceId"] == unenforced
+    )
+    ecs.delete_attributes(
+        cluster="prod", attributes=[{"name": "ecs-imds-block", "value": "enforced", "targetId": arn}]
+    )
+
+    result, _ = run("--cluster", "prod", "--fail-on-findings")
+
+    found = by_instance(result)
+    assert found[enforced]["block_attribute"] == "enforced" and notes(found[enforced]) == []
+    assert found[unenforced]["block_attribute"] is None and notes(found[unenforced]) == ["attribute_missing"]
+    assert result.data["summary"]["attribute_missing"] == 1
+    assert result.code == 0  # a note, not a finding
+    assert (
+        "without the ecs-imds-block=enforced attribute: 1 (tasks that require it are not placed there)"
+        in result.lines
+    )

@@ -110,6 +110,11 @@ def test_boothook_fails_closed_without_a_package_manager_and_keeps_the_teams_fir
             ]
             assert merged.replace(block, "") == content, f"{path} lost the team's lines"
         assert_blocked(host, "at the boot whose package install failed")
+        # The heal timer runs, from the boothook's own units, and puts a flushed block back.
+        wait_for(host, "ecs-imds-block-heal.timer")
+        host.run("sh", "-c", "iptables -F && ip6tables -F")
+        time.sleep(5)
+        assert_blocked(host, "5 s after a flush, on a user-data host")
 
         # A reboot: everything the boothook wrote is on disk, and Docker's ExecStartPre loads the
         # block from it before any container can start. The boothook is not run again here.

@@ -143,3 +143,33 @@ def test_with_the_heal_off_the_same_fault_lets_a_probe_through(host, tmp_path):
     wait_for(host, TIMER)
     assert host.run("systemctl", "is-enabled", TIMER).stdout.strip() == "enabled"
     assert_refused(host, "after the role turned the heal on again")
+
+
+def test_the_agent_starts_only_with_the_block_live_and_then_registers_the_attribute(host):
+    """ecs.service's ExecStartPre checks the kernel: with the block gone (and nothing healing)
+    the agent does not start, so it registers nothing; once the block is back it starts and is
+    handed ecs-imds-block=enforced (the fixture's agent writes what it was handed)."""
+    handed = "/run/ecs-agent.env"
+    attribute = 'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}'
+    host.run("systemctl", "stop", TIMER, "ecs.service")
+    try:
+        host.run("rm", "-f", handed)
+        start = since(host)
+        time.sleep(1)
+        host.run("iptables", "-F")
+        started = host.run("systemctl", "start", "ecs.service", check=False)
+        assert started.returncode != 0, "the agent started with the block gone"
+        assert host.run("test", "-e", handed, check=False).returncode != 0, (
+            "the agent was handed its settings"
+        )
+        logged = host.run("journalctl", "-u", "ecs.service", "--since", start, "-o", "cat").stdout
+        assert "ecs-imds-block: IPv4 FORWARD does not jump to DOCKER-USER first:" in logged, logged
+    finally:
+        host.run("systemctl", "start", TIMER)
+    time.sleep(HEAL_TARGET)
+    host.run("systemctl", "start", "ecs.service")
+    assert attribute in host.run("cat", handed).stdout.splitlines()
+    assert (
+        'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}'
+        in host.run("cat", "/etc/ecs/ecs.config").stdout
+    )

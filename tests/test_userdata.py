@@ -128,11 +128,13 @@ def test_boothook_rules_are_the_role_filters_output(action, allow, allow_v6):
 
 
 def test_boothook_loader_and_merge_are_the_roles_files_byte_for_byte():
+    """The loader without its comment lines (boothook.loader), the merge as it is."""
     written = heredocs(build_user_data("prod", None))
-    assert written["/usr/local/sbin/ecs-imds-block"] == (
-        "0755",
-        (ROLE / "files" / "ecs-imds-block").read_text(),
-    )
+    assert written["/usr/local/sbin/ecs-imds-block"] == ("0755", boothook.loader())
+    assert [line for line in (ROLE / "files" / "ecs-imds-block").read_text().splitlines(keepends=True)
+            if not line.lstrip().startswith("#") or line.startswith("#!")] == boothook.loader().splitlines(
+        keepends=True
+    )  # fmt: skip
     assert written["/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"] == (
         "0644",
         (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_text(),
@@ -147,8 +149,16 @@ def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
 def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
+    """Byte for byte, but for the loader's comment lines, which the boothook leaves out to fit
+    EC2's 16 KB (every other line is the role's, in order)."""
     written = heredocs(build_user_data("prod", None, ipv6=ipv6))
-    assert written == role_files[ipv6]
+    expected = dict(role_files[ipv6])
+    mode, text = expected["/usr/local/sbin/ecs-imds-block"]
+    lines = text.splitlines(keepends=True)
+    code = "".join(lines[:1] + [line for line in lines[1:] if not line.lstrip().startswith("#")])
+    expected["/usr/local/sbin/ecs-imds-block"] = (mode, code)
+    assert written == expected
+    assert len(code) < len(text) / 1.5  # the comments are what goes
 
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
@@ -220,21 +230,26 @@ def test_boothook_heredocs_write_exactly_those_bytes_through_a_real_shell(tmp_pa
             assert (root / path.lstrip("/")).read_text() == content, path
 
 
-def test_ecs_config_part_merges_cluster_and_awsvpc_block(tmp_path):
+def test_ecs_config_part_merges_cluster_the_awsvpc_block_and_the_attribute(tmp_path):
     script = leaves(build_user_data("prod-blue_2", None))[-1].get_payload(decode=True).decode()
     assert "set -eu\n" in script
     command = (
         "/usr/local/sbin/ecs-imds-block ecs-config /etc/ecs/ecs.config "
-        "ECS_CLUSTER=prod-blue_2 ECS_AWSVPC_BLOCK_IMDS=true\n"
+        "ECS_CLUSTER=prod-blue_2 ECS_AWSVPC_BLOCK_IMDS=true attribute:ecs-imds-block=enforced\n"
     )
     assert script.endswith(command)
     # Run through the role's loader and merge against a scratch ecs.config that says otherwise.
     config = tmp_path / "ecs.config"
-    config.write_text("ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=false")
+    config.write_text(
+        'ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=false\nECS_INSTANCE_ATTRIBUTES={"team":"web"}'
+    )
     local = script.replace("/usr/local/sbin/ecs-imds-block", str(ROLE / "files" / "ecs-imds-block"))
     env = {**os.environ, "ECS_IMDS_BLOCK_MERGE": str(ROLE / "module_utils" / "ecs_imds_block_merge.py")}
     subprocess.run(["sh", "-c", local.replace("/etc/ecs/ecs.config", str(config))], check=True, env=env)
-    assert config.read_text() == "ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=true\nECS_CLUSTER=prod-blue_2\n"
+    assert config.read_text() == (
+        'ECS_LOGLEVEL=info\nECS_AWSVPC_BLOCK_IMDS=true\nECS_INSTANCE_ATTRIBUTES={"team":"web","ecs-imds-block":"enforced"}\n'
+        "ECS_CLUSTER=prod-blue_2\n"
+    )
 
 
 # --- refusals ---------------------------------------------------------------------------------

@@ -53,10 +53,13 @@ WRITE_FILES = (
 
 
 def exec_start_pre() -> list[str]:
-    """The argv of the ExecStartPre line of the role's rendered ecs.service drop-in."""
+    """The argv of the ecs-config ExecStartPre line of the role's rendered ecs.service drop-in.
+    The line before it, the check of the live block, is shown on real hosts
+    (tests/test_heal_host.py): this container has no firewall to check."""
     dropin = boothook.render_dropins(True)[ECS_DROPIN]
     lines = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
-    assert len(lines) == 1, dropin
+    assert len(lines) == 2 and f"{LOADER} check " in lines[0], dropin
+    lines = lines[1:]
     argv = shlex.split(lines[0].removeprefix("ExecStartPre="))
     assert argv[0] == LOADER, f"the drop-in's ExecStartPre is not a plain run of the loader: {lines[0]}"
     return argv
@@ -76,7 +79,11 @@ def booted(cloud_init, docker_image, tmp_path_factory):
     return run
 
 
-OURS_SET = "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n"
+ATTRIBUTES = 'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}\n'
+OURS_SET = "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n" + ATTRIBUTES
+ENFORCED = {"ECS_INSTANCE_ATTRIBUTES": '{"ecs-imds-block":"enforced"}'}
+OURS_READ = {"ECS_CLUSTER": "prod", "ECS_AWSVPC_BLOCK_IMDS": "true", **ENFORCED}
+MERGED_INTO_THEIRS = "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n" + ATTRIBUTES
 CASES = {
     # case: (team user data, timeline, what the agent reads before ExecStartPre, and after)
     "overwrite": (
@@ -89,10 +96,10 @@ CASES = {
             ["script", OURS, OURS_SET],
             ["script", THEIRS, "ECS_CLUSTER=team\n"],  # ours is gone
             ["cloud_final_modules", ["scripts-user"], "ECS_CLUSTER=team\n"],
-            ["ExecStartPre", 0, "ECS_CLUSTER=team\nECS_AWSVPC_BLOCK_IMDS=true\n"],
+            ["ExecStartPre", 0, "ECS_CLUSTER=team\nECS_AWSVPC_BLOCK_IMDS=true\n" + ATTRIBUTES],
         ],
         {"ECS_CLUSTER": "team"},
-        {"ECS_CLUSTER": "team", "ECS_AWSVPC_BLOCK_IMDS": "true"},
+        {"ECS_CLUSTER": "team", "ECS_AWSVPC_BLOCK_IMDS": "true", **ENFORCED},
     ),
     "append": (
         APPEND,
@@ -106,8 +113,18 @@ CASES = {
             ["cloud_final_modules", ["scripts-user"], OURS_SET + "ECS_ENABLE_TASK_IAM_ROLE=true\n"],
             ["ExecStartPre", 0, OURS_SET + "ECS_ENABLE_TASK_IAM_ROLE=true\n"],
         ],
-        {"ECS_CLUSTER": "prod", "ECS_AWSVPC_BLOCK_IMDS": "true", "ECS_ENABLE_TASK_IAM_ROLE": "true"},
-        {"ECS_CLUSTER": "prod", "ECS_AWSVPC_BLOCK_IMDS": "true", "ECS_ENABLE_TASK_IAM_ROLE": "true"},
+        {
+            "ECS_CLUSTER": "prod",
+            "ECS_AWSVPC_BLOCK_IMDS": "true",
+            "ECS_ENABLE_TASK_IAM_ROLE": "true",
+            **ENFORCED,
+        },
+        {
+            "ECS_CLUSTER": "prod",
+            "ECS_AWSVPC_BLOCK_IMDS": "true",
+            "ECS_ENABLE_TASK_IAM_ROLE": "true",
+            **ENFORCED,
+        },
     ),
     "write-files": (
         WRITE_FILES,
@@ -117,16 +134,24 @@ CASES = {
             ["cloud_init_modules", ["write-files"], "ECS_CLUSTER=team\nECS_LOGLEVEL=debug\n"],
             ["cloud_config_modules", [], "ECS_CLUSTER=team\nECS_LOGLEVEL=debug\n"],
             # Every assignment of a key we set is rewritten in place: --cluster prod wins.
-            ["script", OURS, "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n"],
+            [
+                "script",
+                OURS,
+                MERGED_INTO_THEIRS,
+            ],
             [
                 "cloud_final_modules",
                 ["scripts-user"],
-                "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n",
+                MERGED_INTO_THEIRS,
             ],
-            ["ExecStartPre", 0, "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n"],
+            [
+                "ExecStartPre",
+                0,
+                MERGED_INTO_THEIRS,
+            ],
         ],
-        {"ECS_CLUSTER": "prod", "ECS_LOGLEVEL": "debug", "ECS_AWSVPC_BLOCK_IMDS": "true"},
-        {"ECS_CLUSTER": "prod", "ECS_LOGLEVEL": "debug", "ECS_AWSVPC_BLOCK_IMDS": "true"},
+        {"ECS_CLUSTER": "prod", "ECS_LOGLEVEL": "debug", "ECS_AWSVPC_BLOCK_IMDS": "true", **ENFORCED},
+        {"ECS_CLUSTER": "prod", "ECS_LOGLEVEL": "debug", "ECS_AWSVPC_BLOCK_IMDS": "true", **ENFORCED},
     ),
 }
 

@@ -97,7 +97,8 @@ FINDING_KEYS = (
 )
 # Note keys: fine, but worth knowing.
 HOP_LIMIT_1 = "hop_limit_1"
-NOTE_KEYS = (HOP_LIMIT_1,)
+ATTRIBUTE_MISSING = "attribute_missing"  # tasks that require the attribute are not placed there
+NOTE_KEYS = (HOP_LIMIT_1, ATTRIBUTE_MISSING)
 
 UNPUBLISHED = "not on a published golden AMI"
 IMDSV1 = "IMDSv1 allowed (HttpTokens optional)"
@@ -165,6 +166,7 @@ class Instance:
     auto_scaling_group: str | None = None
     launch_template: dict | None = None  # {"id", "name", "version"}: where its settings live
     host_check: dict | None = None  # --verify-hosts: {"status", "detail", "command_id"}
+    block_attribute: str | None = None  # the container instance's ecs-imds-block attribute
     findings: list[dict] = dataclasses.field(default_factory=list)
     notes: list[dict] = dataclasses.field(default_factory=list)
 
@@ -667,6 +669,27 @@ def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> Non
         instance.findings.insert(0, _not_published(prefix, where, ", then replace the instance"))
 
 
+def _attribute() -> dict:
+    """The attribute the role has the agent register: {"name", "value"}."""
+    from golden_ami.boothook import role_vars
+
+    return role_vars()["ecs_imds_block__attribute"]
+
+
+def evaluate_attribute(instance: Instance) -> None:
+    """A note for a container instance without the attribute: a task or service that requires
+    it (attribute:ecs-imds-block == enforced) is never placed there."""
+    attribute = _attribute()
+    if instance.image_id is not None and instance.block_attribute != attribute["value"]:
+        instance.notes.append(
+            _note(
+                ATTRIBUTE_MISSING,
+                f"no {attribute['name']}={attribute['value']} attribute: its agent did not find the block "
+                "live at its start, or the host predates the attribute or is not on the golden AMI",
+            )
+        )
+
+
 def evaluate_host_check(instance: Instance, check: verify_hosts.HostCheck) -> None:
     """What --verify-hosts found on the host: drift is a finding, and so is a host whose block
     nobody could see (not managed by SSM, or no answer): the audit cannot vouch for it."""
@@ -799,6 +822,8 @@ def _instance(cluster: str, ci: dict, details: dict | None, label: str | None, p
         container_instance_arn=arn,
         ec2_instance_id=ci.get("ec2InstanceId", ""),
     )
+    attributes = {a.get("name"): a.get("value") for a in ci.get("attributes", [])}
+    instance.block_attribute = attributes.get(_attribute()["name"])
     if details:  # an external (ECS Anywhere) instance has no AMI and no EC2 IMDS
         options = details.get("MetadataOptions", {})
         tags = {t["Key"]: t["Value"] for t in details.get("Tags", [])}
@@ -904,6 +929,7 @@ def audit_account(
         evaluate_template(template, walk.defaults, prefix)
     for instance in walk.instances:
         evaluate_instance(instance, prefix, _instance_where(instance, of_group))
+        evaluate_attribute(instance)
     if verify_timeout is not None:
         running = {i.ec2_instance_id: i for i in walk.instances if i.state == "running"}
         checks = verify_hosts.verify(aws.client("ssm"), sorted(running), verify_timeout)
@@ -989,6 +1015,7 @@ def run(args, aws: Aws) -> Result:
         "hop_limit_over_2": _count(instances, HOP_LIMIT_OVER_2),
         "hop_limit_2_without_block": _count(instances, HOP_LIMIT_2_WITHOUT_BLOCK),
         "hop_limit_1": sum(any(n["key"] == HOP_LIMIT_1 for n in i.notes) for i in instances),
+        "attribute_missing": sum(any(n["key"] == ATTRIBUTE_MISSING for n in i.notes) for i in instances),
         "with_findings": len(with_findings),
         "findings": sum(len(i.findings) for i in instances),
         "launch_templates": len(templates),
@@ -1123,6 +1150,8 @@ def _report(instances, templates, defaults, configurations, summary, multi, skip
         f"hop limit 2 without the host block: {s['hop_limit_2_without_block']}",
         f"hop limit 1: {s['hop_limit_1']} (fine, but allowlisted bridge daemons need 2 for an IMDSv2 token)",
         f"instances with findings: {s['with_findings']} ({s['findings']} findings)",
+        f"without the {_attribute()['name']}={_attribute()['value']} attribute: {s['attribute_missing']}"
+        " (tasks that require it are not placed there)",
         f"launch templates: {s['launch_templates']}, with findings: {s['launch_templates_with_findings']} "
         f"({s['launch_template_findings']} findings)",
     ]

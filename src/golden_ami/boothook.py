@@ -30,6 +30,11 @@ ECS_CONFIG = "/etc/ecs/ecs.config"
 INSTALL_LOG = "/var/log/ecs-imds-block-install.log"
 
 
+def role_vars() -> dict:
+    """The role's own names (vars/main.yml): its helper, units, drop-in and attribute."""
+    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+
+
 def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str]) -> dict[int, str]:
     """The rules files by family, from the role's own filter, which also checks the input."""
     try:
@@ -48,7 +53,7 @@ def role_data(ipv6: bool) -> dict:
     """The variables the role's templates and tasks use on Amazon Linux, as the role computes them:
     its vars files, and its imds_layout filter for the families, services and loader arguments."""
     data = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    data.update(yaml.safe_load((ROLE / "vars" / "main.yml").read_text()))
+    data.update(role_vars())
     data.update(yaml.safe_load((ROLE / "vars" / PLATFORM_VARS).read_text()))
     layout = imds_layout(data["ecs_imds_block__persistence"], ipv6)
     data.update(
@@ -57,6 +62,7 @@ def role_data(ipv6: bool) -> dict:
         ecs_imds_block__loader_args=layout["loader_args"],
         ecs_imds_block__services=layout["services"],
         ecs_imds_block_awsvpc=True,
+        ecs_imds_block__attribute_on=True,
         ecs_imds_block_ecs_config_path=ECS_CONFIG,
     )
     return data
@@ -86,6 +92,14 @@ def render_dropins(ipv6: bool) -> dict[str, str]:
         path = f"/etc/systemd/system/{data['ecs_imds_block__heal_unit']}.{kind}"
         units[path] = env.get_template(f"heal.{kind}.j2").render(data)
     return units
+
+
+def loader() -> str:
+    """The role's loader without its comment lines (the first, its shebang, stays): they are
+    half of it, and the user data must fit EC2's 16 KB with room for the team's own. The role
+    installs the commented file; the code is the same."""
+    lines = (ROLE / "files" / "ecs-imds-block").read_bytes().decode().splitlines(keepends=True)
+    return "".join(lines[:1] + [line for line in lines[1:] if not line.lstrip().startswith("#")])
 
 
 def _heredoc(command: str, content: str, on_error: str | None = None) -> str:
@@ -138,7 +152,7 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
         "",
     ]
     script = "\n".join(lines)
-    script += _heredoc(f"put {helper} 0755", (ROLE / "files" / "ecs-imds-block").read_bytes().decode())
+    script += _heredoc(f"put {helper} 0755", loader())
     merge = (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_bytes().decode()
     script += _heredoc(f"put {shlex.quote(data['ecs_imds_block__merge_helper'])} 0644", merge)
     for path, content in render_dropins(ipv6).items():
@@ -170,13 +184,17 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
 
 
 def ecs_config_script(cluster: str) -> str:
-    """Sets the cluster and the awsvpc block in ecs.config, merged as the role merges it."""
+    """Sets the cluster, the awsvpc block and the attribute in ecs.config, merged as the role
+    merges it."""
+    attribute = role_vars()["ecs_imds_block__attribute"]
     return (
         "#!/bin/sh\n"
         "# Written by `golden-ami user-data`: join the cluster, and have the ECS agent block IMDS\n"
-        "# for awsvpc tasks. ecs.service's drop-in sets the block again just before the agent\n"
-        "# starts, so a later script that rewrites ecs.config cannot remove it.\n"
+        "# for awsvpc tasks, and register the attribute tasks can require. ecs.service's drop-in\n"
+        "# sets both again just before the agent starts, so a later script that rewrites\n"
+        "# ecs.config cannot remove them.\n"
         "set -eu\n"
         f"/usr/local/sbin/ecs-imds-block ecs-config {ECS_CONFIG}"
-        f" ECS_CLUSTER={cluster} ECS_AWSVPC_BLOCK_IMDS=true\n"
+        f" ECS_CLUSTER={cluster} ECS_AWSVPC_BLOCK_IMDS=true"
+        f" attribute:{attribute['name']}={attribute['value']}\n"
     )

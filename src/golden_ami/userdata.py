@@ -12,7 +12,8 @@ The output has three parts, in this order:
    before docker.service, so the script is idempotent; it fails closed (boothook.py).
 2. the user's own user data (``--existing``), kept byte for byte; a MIME archive is merged
    part by part (mime.py).
-3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER`` and ``ECS_AWSVPC_BLOCK_IMDS=true`` in
+3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER``, ``ECS_AWSVPC_BLOCK_IMDS=true`` and the
+   ``ecs-imds-block=enforced`` attribute (in ``ECS_INSTANCE_ATTRIBUTES``) in
    ``/etc/ecs/ecs.config``, merged as the role merges it. cloud-init runs scripts in the order
    of their names, not of the parts, so a script of the user's may still rewrite the file after
    it: ``ecs.service``'s drop-in sets the block again just before the agent starts.

@@ -27,7 +27,6 @@ import shlex
 import time
 
 import botocore.exceptions
-import yaml
 
 from golden_ami.aws import LOG, batches
 
@@ -62,9 +61,9 @@ class HostCheck:
 def remote_script() -> str:
     """The shell that AWS-RunShellScript runs: the check, with the arguments of the host's
     docker.service drop-in (its families and rules files), its output on stdout."""
-    from golden_ami.boothook import ROLE  # the role's data, read where it lives
+    from golden_ami.boothook import role_vars  # the role's data, read where it lives
 
-    data = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    data = role_vars()
     helper = data["ecs_imds_block__helper"]
     unit, name = data["ecs_imds_block__docker_service"], data["ecs_imds_block__dropin"]
     dropin = f"/etc/systemd/system/{unit}.d/{name}"

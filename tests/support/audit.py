@@ -13,6 +13,7 @@ import boto3
 
 from golden_ami import audit, cli, layout
 from golden_ami.aws import Aws
+from golden_ami.boothook import role_vars
 
 REGION = "eu-west-1"
 CALLER = "123456789012"  # moto's default account
@@ -72,10 +73,25 @@ def fleet(cluster: str, specs, session=None, group: str | None = None) -> list[s
         autoscaling = client("autoscaling", session)
         for start in range(0, len(ids), 20):  # AttachInstances takes at most 20
             autoscaling.attach_instances(AutoScalingGroupName=group, InstanceIds=ids[start : start + 20])
+    golden = {i for (ami, *_), i in zip(_each(specs), ids, strict=True) if ami != BASE_AMI}
+    attribute = role_vars()["ecs_imds_block__attribute"]
+    enforced = []
     for instance_id in ids:
         document = json.dumps({"instanceId": instance_id, "region": REGION})
-        ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
+        arn = ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)[
+            "containerInstance"
+        ]["containerInstanceArn"]
+        if instance_id in golden:  # its agent found the block live and registered the attribute
+            enforced.append({**attribute, "targetId": arn})  # the full ARN: no targetType needed
+    for start in range(0, len(enforced), 10):  # PutAttributes takes at most 10
+        ecs.put_attributes(cluster=cluster, attributes=enforced[start : start + 10])
     return ids
+
+
+def _each(specs):
+    """One spec per instance it launches."""
+    for spec in specs:
+        yield from [spec] * spec[3]
 
 
 def launch_template(name: str, *versions: dict, session=None) -> str:

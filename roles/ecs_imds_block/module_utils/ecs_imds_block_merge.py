@@ -28,15 +28,21 @@ Read as ecs-init reads it: lines split on ``\\n`` only, each one trimmed, split 
 ``=``; the last assignment of a key wins. Every assignment of a key we set is rewritten in
 place (so no later one overrides it), a key not yet present is appended, and every other
 byte stays. The result ends with a newline, so a later ``echo KEY=v >> ecs.config`` works.
+
+``attribute:NAME=VALUE`` sets one container-instance attribute inside ECS_INSTANCE_ATTRIBUTES,
+a JSON object of strings: the one the same merge sets, else the one the agent reads from the
+file, keeping every other attribute in it. A value there that is not such an object is refused.
 """
 
 from __future__ import absolute_import, division, print_function
 
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from collections import OrderedDict
 
 __metaclass__ = type
 
@@ -57,6 +63,11 @@ _IN_CHAIN = re.compile(rb"^-[AIRD] DOCKER-USER\b")
 # (which also accepts a leading "export") read it. \v and \f are trimmed by ecs-init too.
 _ASSIGNMENT = re.compile(rb"^[ \t\v\f\r]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
 _KEY = re.compile(rb"^[A-Z_][A-Z0-9_]*$")
+# ECS attribute names and values (ECS's limits: 128 characters), without the backslash and the
+# blanks ECS also allows, which ecs-init and systemd would read differently.
+_ATTRIBUTE = re.compile(rb"^attribute:([A-Za-z0-9_./-]{1,128})$")
+_ATTRIBUTE_VALUE = re.compile(rb"^[A-Za-z0-9_./@:-]{1,128}$")
+ATTRIBUTES = b"ECS_INSTANCE_ATTRIBUTES"
 _WHITESPACE = b" \t\n\r"  # systemd's
 
 
@@ -134,6 +145,11 @@ def parse_settings(assignments):
     settings = []
     for assignment in assignments:
         key, sep, value = assignment.partition(b"=")
+        if sep and _ATTRIBUTE.match(key):
+            if not _ATTRIBUTE_VALUE.match(value):
+                raise MergeError("not an ECS attribute value: %r" % _text(value))
+            settings.append((key, value))
+            continue
         if not sep or not _KEY.match(key):
             raise MergeError("not a KEY=value ecs.config setting: %r" % _text(assignment))
         if re.search(rb"[\x00-\x1f\x7f\\]", value) or value[:1] in (b"'", b'"') or value != value.strip():
@@ -146,8 +162,32 @@ def parse_settings(assignments):
     return settings
 
 
+def _with_attributes(existing, settings):
+    """``settings`` with each attribute:NAME=VALUE folded into ECS_INSTANCE_ATTRIBUTES."""
+    plain = [(key, value) for key, value in settings if not _ATTRIBUTE.match(key)]
+    attributes = [(_ATTRIBUTE.match(key).group(1), value) for key, value in settings if _ATTRIBUTE.match(key)]
+    if not attributes:
+        return plain
+    current = dict(plain).get(ATTRIBUTES, effective_ecs_config(existing).get(ATTRIBUTES, b"{}"))
+    try:
+        merged = json.loads(current.decode("utf-8"), object_pairs_hook=OrderedDict)
+    except ValueError:
+        merged = None
+    if not isinstance(merged, dict) or not all(isinstance(v, type("")) for v in merged.values()):
+        raise MergeError(
+            "ECS_INSTANCE_ATTRIBUTES must be a JSON object of strings, as the ECS agent reads it, not %r"
+            % _text(current)
+        )
+    for name, value in attributes:
+        merged[name.decode("utf-8")] = value.decode("utf-8")
+    value = json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+    value = value if isinstance(value, bytes) else value.encode("utf-8")
+    return [(key, v) for key, v in plain if key != ATTRIBUTES] + [(ATTRIBUTES, value)]
+
+
 def merge_ecs_config(existing, settings):
     """``existing`` ecs.config (bytes) with ``settings`` [(key, value), ...] set; see above."""
+    settings = _with_attributes(existing, settings)
     wanted = dict(settings)
     lines = _lines(existing)
     found = set()
