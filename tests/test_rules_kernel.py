@@ -328,3 +328,15 @@ def test_check_reports_docker_28s_layout(netns, tmp_path):
     assert result.stderr.splitlines()[-1].endswith(
         "Docker's firewall backend: iptables, its rules in DOCKER-FORWARD (Docker 28 and later)"
     )
+
+
+def test_loaders_run_at_once_leave_each_rule_once(netns, tmp_path):
+    """The heal timer, docker.service's hooks and the persistence service may start together:
+    eight repairs of a flushed table at once still leave the host's jump and ours once each."""
+    path = shared_file(tmp_path, 4)
+    netns("iptables", "-F")
+    netns("sh", "-c", f'for i in 1 2 3 4 5 6 7 8; do "$0" heal 4 {path} >/dev/null & done; wait', str(HELPER))
+    rules = rule_set(netns, 4)
+    assert rules.count("-A INPUT -j TEAM-INPUT") == 1, rules
+    assert rules.count("-A FORWARD -j DOCKER-USER") == 1, rules
+    assert netns(str(HELPER), "check", "4", path).returncode == 0
