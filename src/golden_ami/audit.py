@@ -39,6 +39,7 @@ for the account's running instances.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -669,6 +670,7 @@ def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> Non
         instance.findings.insert(0, _not_published(prefix, where, ", then replace the instance"))
 
 
+@functools.cache  # read once, not once per container instance
 def _attribute() -> dict:
     """The attribute the role has the agent register: {"name", "value"}."""
     from golden_ami.boothook import role_vars
