@@ -27,7 +27,7 @@ HEAL_TARGET = 5  # seconds from the fault to the block being back (issue 20)
 TIMER = "ecs-imds-block-heal.timer"
 FILES = {4: "/etc/iptables/rules.v4", 6: "/etc/iptables/rules.v6"}  # Debian's
 TOOLS = {4: "iptables", 6: "ip6tables"}
-# The host's own firewall, as molecule/fixture/files/team-rules.v4 and .v6 hold it.
+# The host's own firewall, as molecule/fixture/files/host-firewall-rules.v4 and .v6 hold it.
 TEAM_RULES = ["-A INPUT -j TEAM-INPUT", "-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP"]
 FLUSH_RULESET = (
     "flush ruleset\ntable inet filter {\n  chain forward { type filter hook forward priority 0; }\n}\n"

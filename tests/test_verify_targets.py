@@ -24,6 +24,7 @@ from conftest import ROOT
 PLAYBOOKS = ROOT / "playbooks"
 VERIFY = PLAYBOOKS / "verify.yml"
 CHECKS = PLAYBOOKS / "verify" / "checks"
+SUITES = PLAYBOOKS / "verify" / "suites"
 INCLUDES = ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks")
 DNAT = "-A PREROUTING -d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:51679"
 
@@ -113,14 +114,14 @@ def test_the_fixture_target_is_the_default_and_runs_its_rounds_unchanged():
     ]
     files = reached("fixture")
     assert names(files, CHECKS) == {
-        "all.yml",
-        "boot.yml",
+        "fixture-boot.yml",
         "containers.yml",
-        "host-imds.yml",
+        "fixture-host-imds.yml",
         "rules.yml",
-        "team.yml",
+        "fixture-host-firewall.yml",
         "ecs-config.yml",
     }
+    assert names(files, SUITES) == {"fixture.yml"}
     assert names(files, PLAYBOOKS / "verify" / "probe") == set(), "prepare loads the fixture's probe image"
 
 
@@ -131,8 +132,8 @@ def test_the_ec2_target_runs_the_shared_checks_and_its_own_not_the_fixtures():
         "20-restart-persistence.yml",
     ]
     files = reached("ec2")
+    assert names(files, SUITES) == {"ec2.yml"}
     assert names(files, CHECKS) == {
-        "ec2.yml",
         "host-imds-v2.yml",
         "containers.yml",
         "rules.yml",
@@ -140,7 +141,7 @@ def test_the_ec2_target_runs_the_shared_checks_and_its_own_not_the_fixtures():
         "ecs-config.yml",
     }
     assert names(files, PLAYBOOKS / "verify" / "probe") == {"image.yml", "remove.yml"}
-    assert names(files, PLAYBOOKS / "verify" / "rounds") == set()
+    assert names(files, PLAYBOOKS / "verify" / "rounds-fixture") == set()
     for path in files:
         assert "fixture_" not in path.read_text(), f"{path} needs the fixture's variables"
 
