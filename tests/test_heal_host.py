@@ -168,6 +168,12 @@ def test_the_agent_starts_only_with_the_block_live_and_then_registers_the_attrib
         host.run("systemctl", "start", TIMER)
     time.sleep(HEAL_TARGET)
     host.run("systemctl", "start", "ecs.service")
+    # The stand-in agent writes what it was handed once it runs: `systemctl start` returns
+    # when it has started (a simple service), which can be before that, on a loaded machine.
+    waited = host.run(
+        "sh", "-c", f"for i in $(seq 100); do [ -s {handed} ] && exit; sleep 0.1; done; exit 1", check=False
+    )
+    assert waited.returncode == 0, f"the agent did not write {handed} within 10 s of its start"
     assert attribute in host.run("cat", handed).stdout.splitlines()
     assert (
         'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}'
