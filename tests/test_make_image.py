@@ -1,7 +1,8 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""`make image`'s report, manifest and base images without building, and its entry point
-building and verifying an image from a plain shell's PATH, which holds no Ansible."""
+"""`make image`'s report, manifest and base images without building, the stage runner's set-up
+for it from a plain shell, and its entry point building and verifying an image from a plain
+shell's PATH, which holds no Ansible."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT
 from local_image import make_image
+from support.stub_checkout import StubCheckout
 
 # A plain shell's PATH, as the README's `env -i ... make image` gives it: no .venv/bin.
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -69,10 +71,28 @@ def test_each_base_is_the_host_image_build_base_images_builds(monkeypatch, base,
     assert ran == [[str(ROOT / "scripts" / "build-base-images"), distro]]
 
 
+def test_make_image_from_a_plain_shell_sets_up_then_starts_venvs_python(tmp_path):
+    """`make image` runs `scripts/make-test image` (tests/test_make_test.py): from a plain shell's
+    PATH (no .venv/bin, as on a fresh machine) its preflight, .venv, Docker, then .venv's python
+    by path; no images stage, make_image builds the one host image it needs."""
+    run = StubCheckout(tmp_path).run("image", path=[Path(folder) for folder in PLAIN_PATH.split(":")])
+    assert run.returncode == 0, run.stderr
+    assert run.transcript == [
+        "==> make-test: preflight",
+        "RUN: preflight image",
+        "==> make-test: tools",
+        "==> make-test: docker",
+        "RUN: ensure-docker",
+        "==> make-test: image",
+        "RUN: ROOT/.venv/bin/python -m local_image.make_image (PYTHONPATH=scripts)",
+    ]
+
+
 @pytest.mark.docker
 def test_make_image_runs_ansible_from_its_own_environment_with_no_ansible_on_path(docker_image, tmp_path):
-    """The Makefile's command, `python -m local_image.make_image`, from a PATH without Ansible:
-    it builds and verifies the image, running the ansible-playbook beside its interpreter."""
+    """The image stage's command, `python -m local_image.make_image`, from a PATH without
+    Ansible: it builds and verifies the image, running the ansible-playbook beside its
+    interpreter."""
     assert shutil.which("ansible-playbook", path=PLAIN_PATH) is None, f"{PLAIN_PATH} must hold no Ansible"
     env = {
         name: value for name, value in os.environ.items() if name not in ("BASE", "EXTRA_VARS", "VIRTUAL_ENV")

@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import ami_preflight as preflight
 import pytest
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -44,3 +48,18 @@ def test_ready_with_credentials_and_current_packer(no_credentials, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
     monkeypatch.setattr(preflight, "packer_version", lambda: (1, 14, 2))
     assert preflight.main(["--os", "al2", "--arch", "arm64"]) == 0
+
+
+def test_make_ami_sets_up_venv_with_the_stage_runner_then_runs_this_preflight_first():
+    """make -n: the tools stage of scripts/make-test (not make again), then this preflight with
+    .venv's python by path, before any packer command."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    made = subprocess.run(["make", "-n", "ami", "OS=al2", "ARCH=arm64"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    commands = made.stdout.replace("\\\n", " ").splitlines()
+    assert commands[0] == "scripts/make-test tools"
+    assert commands[1].split()[:4] == ["PYTHONPATH=scripts", ".venv/bin/python", "-m", "ami_preflight"]
+    assert commands[1].split()[4:8] == ["--os", '"al2"', "--arch", '"arm64"']
+    assert [command.split()[:2] for command in commands[2:]] == [["packer", "init"], ["packer", "validate"],
+                                                                 ["packer", "build"]]  # fmt: skip

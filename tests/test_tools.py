@@ -7,6 +7,7 @@ missing one is one line naming it and the command that installs it, never a trac
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def test_the_checkouts_venv_is_set_up_by_make(monkeypatch):
     with pytest.raises(tools.MissingTool, match=r"^molecule-x is not installed beside .*; install the tools "
                        r"with: make \.venv/\.ready$"):  # fmt: skip
         tools.venv_tool("molecule-x")
+    # What that command runs, even with .venv up to date (-B): the stage runner's tools stage.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())}  # no MAKEFLAGS of a make above
+    made = subprocess.run(
+        ["make", "-n", "-B", ".venv/.ready"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert (made.returncode, made.stdout) == (0, "scripts/make-test tools\n"), made.stderr
 
 
 def test_a_missing_system_tool_names_its_package(bare_python):
