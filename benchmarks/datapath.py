@@ -21,23 +21,21 @@ from __future__ import annotations
 import json
 import subprocess
 
-import yaml
-from local_image import PROJECT_ROOT
 from local_image.host import LocalHost
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
+from golden_ami.boothook import layout
 
 PEER = "169.254.169.10"  # on the imds namespace's 169.254.169.0/24, not 169.254.169.254
 IPERF_PORT = 5201
 CONNECT_PORT = 5202
-ROLE_VARS = PROJECT_ROOT / "roles" / "ecs_imds_block" / "vars"
 
 
 def _role_files() -> tuple[str, list[dict]]:
     """The loader and the rules files, as the role's vars name them (the golden image is Debian 12)."""
-    helper = yaml.safe_load((ROLE_VARS / "main.yml").read_text())["ecs_imds_block__helper"]
-    return helper, yaml.safe_load((ROLE_VARS / "Debian-12.yml").read_text())["ecs_imds_block__persistence"]
+    data = layout(True, "Debian-12")
+    return data["helper"], data["families"]
 
 
 def set_rules(host: LocalHost, loaded: bool) -> None:

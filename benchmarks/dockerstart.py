@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import json
 
-import yaml
-from local_image import PROJECT_ROOT
 from local_image.host import LocalHost, systemd_container
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
+from golden_ami.boothook import layout
 
-ROLE_VARS = PROJECT_ROOT / "roles" / "ecs_imds_block" / "vars" / "main.yml"
 SCRIPT = fixture.CLIENTS / "docker_start.py"
 PARKED = "/root/ecs-imds-block-dropin.parked"  # outside docker.service.d: systemd reads none of it
 STATES = ("with", "without")
@@ -49,8 +47,9 @@ RATIOS = ("wall_ms", "unit_ms")
 
 def dropin_path() -> str:
     """Where the role puts Docker's drop-in, as its vars name it."""
-    role = yaml.safe_load(ROLE_VARS.read_text())
-    return f"/etc/systemd/system/{role['ecs_imds_block__docker_service']}.d/{role['ecs_imds_block__dropin']}"
+    data = layout(True, "Debian-12")
+    (path,) = [unit["path"] for unit in data["units"] if unit["item"] == data["docker_service"]]
+    return path
 
 
 def _sample(host: LocalHost, state: str, dropin: str) -> dict:

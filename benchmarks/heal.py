@@ -23,21 +23,15 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
-from local_image import PROJECT_ROOT
 from local_image.host import LocalHost, systemd_container
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
+from golden_ami.boothook import role_data
 
-ROLE = PROJECT_ROOT / "roles" / "ecs_imds_block"
 SCRIPT = fixture.CLIENTS / "heal_time.py"
 TARGET_S = 5.0
 CPU_TARGET = 0.01  # of one core
-
-
-def _role(name: str, where: str = "vars") -> object:
-    return yaml.safe_load((ROLE / where / "main.yml").read_text())[name]
 
 
 def _cpu_ns(container: str) -> int:
@@ -65,8 +59,9 @@ def _window(host: LocalHost, seconds: float) -> float:
 
 
 def measure(golden: str, samples: int = 10, pairs: int = 3, window: float = 15.0) -> dict:
-    timer = f"{_role('ecs_imds_block__heal_unit')}.timer"
-    interval = float(_role("ecs_imds_block_heal_interval", "defaults"))
+    data = role_data(True)
+    timer = f"{data['ecs_imds_block__layout']['heal_unit']}.timer"
+    interval = float(data["ecs_imds_block_heal_interval"])
     with systemd_container(golden, prefix=f"{fixture.PREFIX}-heal") as host:
         if host.run("systemctl", "is-active", timer, check=False).stdout.strip() != "active":
             raise RuntimeError(f"{golden}: {timer} is not active: not converged with the role?")

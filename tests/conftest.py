@@ -14,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "ecs_imds_block"
+# The merge the role, the boothook and the loader share; the loader finds it through
+# ECS_IMDS_BLOCK_MERGE where it is not installed.
+MERGE = ROLE / "module_utils" / "ecs_imds_block_merge.py"
 sys.path.insert(0, str(ROLE / "filter_plugins"))
 sys.path.insert(0, str(ROLE / "module_utils"))  # the merge the role and the host share
 sys.path.insert(0, str(ROOT / "src"))  # golden_ami, also when not installed

@@ -23,7 +23,7 @@ import time
 import uuid
 
 import pytest
-from conftest import ROLE, ROOT
+from conftest import MERGE, ROLE, ROOT
 from imds_rules import imds_rules
 
 HELPER = ROLE / "files" / "ecs-imds-block"
@@ -96,7 +96,7 @@ def docker29_host(request, netadmin, tmp_path):
     shims.mkdir()
     for tool, suffix in itertools.product(("iptables", "ip6tables"), ("", "-save", "-restore")):
         (shims / f"{tool}{suffix}").symlink_to(f"/usr/sbin/{tool}-{request.param}{suffix}")
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "ECS_IMDS_BLOCK_MERGE": str(MERGE)}
 
     def in_ns(name, *argv, check=True):
         result = subprocess.run(["ip", "netns", "exec", name, *argv], env=env, capture_output=True, text=True)

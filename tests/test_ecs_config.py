@@ -104,27 +104,31 @@ def test_unknown_key_is_written_with_the_opt_out(known_keys):
     assert merge("", {"ECS_FUTURE_SETTING": "x"}, known_keys, allow_unknown=True) == "ECS_FUTURE_SETTING=x\n"
 
 
+# The merge's own words: the role and the host refuse a value with one rule.
+VALUE = (
+    "ecs_config: the value of ECS_CLUSTER must be one line of printable text without backslashes, "
+    "leading or trailing blanks or a leading quote (ecs-init and systemd read those differently): "
+)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         (
             {"ECS_CLUSTER": "prod\nECS_DISABLE_PRIVILEGED=false"},
-            "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\nECS_DISABLE_PRIVILEGED=false'",
+            VALUE + "'prod\\nECS_DISABLE_PRIVILEGED=false'",
         ),
-        ({"ECS_CLUSTER": "prod\r"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'prod\\r'"),
-        ({"ECS_CLUSTER": "a\x0cECS_AWSVPC_BLOCK_IMDS=false"}, "value of ECS_CLUSTER must be a single line"),
-        ({"ECS_CLUSTER": "a\x0bb"}, "value of ECS_CLUSTER must be a single line KEY=value, got 'a\\x0bb'"),
-        ({"ECS_CLUSTER": "prod\\"}, "value of ECS_CLUSTER must hold no backslash, leading or trailing blank"),
-        ({"ECS_CLUSTER": ' "prod"'}, "must hold no backslash, leading or trailing blank or leading quote"),
-        (
-            {"ECS_CLUSTER": "'prod'"},
-            "which ecs-init and systemd's EnvironmentFile= read differently; got \"'prod'\"",
-        ),
+        ({"ECS_CLUSTER": "prod\r"}, VALUE + "'prod\\r'"),
+        ({"ECS_CLUSTER": "a\x0cECS_AWSVPC_BLOCK_IMDS=false"}, VALUE + "'a\\x0cECS_AWSVPC_BLOCK_IMDS=false'"),
+        ({"ECS_CLUSTER": "a\x0bb"}, VALUE + "'a\\x0bb'"),
+        ({"ECS_CLUSTER": "prod\\"}, VALUE + "'prod\\\\'"),
+        ({"ECS_CLUSTER": ' "prod"'}, VALUE + "' \"prod\"'"),
+        ({"ECS_CLUSTER": "'prod'"}, VALUE + "\"'prod'\""),
         ({"ECS_CLUSTER": None}, "value of ECS_CLUSTER must be a string, got None"),
         ({"ecs_cluster": "prod"}, "'ecs_cluster' is not a valid ecs.config key"),
         ({"ECS CLUSTER": "prod"}, "'ECS CLUSTER' is not a valid ecs.config key"),
         ({"ECS_CLUSTER=prod": "x"}, "'ECS_CLUSTER=prod' is not a valid ecs.config key"),
-        ({1: "x"}, "1 is not a valid ecs.config key"),
+        ({1: "x"}, "'1' is not a valid ecs.config key"),
     ],
 )
 def test_bad_settings_name_the_bad_value(known_keys, settings, message):

@@ -1,9 +1,9 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""The role's public API: defaults, argument specs, the README's table, OS data and tags agree.
+"""The role's public API: defaults, argument specs, OS data and tags agree.
 
 meta/argument_specs.yml is the reference for the role's variables: defaults/main.yml holds the
-same defaults, and the README's variable table the same names and defaults, in its order.
+same defaults (the role's README's table is generated from the specs: tests/test_docs.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROLE, ROOT
+from conftest import ROLE
+from imds_layout import imds_layout
 
 TASKS = ROLE / "tasks"
+PLATFORM = "platform.yml"
 TAG = re.compile(r"ecs_imds_block_[a-z0-9_]+")
 
 
@@ -28,19 +30,6 @@ def options() -> dict:
     return load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
 
 
-def readme_variables() -> list[tuple[str, str]]:
-    """(variable, default) of each row of the README's table of the role's variables."""
-    section = (ROOT / "README.md").read_text().split("## The role: `roles/ecs_imds_block`", 1)[1]
-    rows = re.findall(r"^\| `(ecs_imds_block_\w+)` \| `([^`]*)` \|", section.split("\n## ", 1)[0], re.M)
-    assert rows, "the README's role section has no variable table"
-    return rows
-
-
-def as_written(value) -> str:
-    """A default as YAML and the README spell it."""
-    return json.dumps(value) if isinstance(value, bool | list | dict) else str(value)
-
-
 def test_every_default_is_prefixed_typed_and_matches_its_spec():
     defaults = load("defaults/main.yml")
     assert set(defaults) == set(options())
@@ -48,11 +37,6 @@ def test_every_default_is_prefixed_typed_and_matches_its_spec():
         assert name.startswith("ecs_imds_block_"), name
         assert options()[name]["default"] == value, name
         assert options()[name]["description"], name
-
-
-def test_the_readme_table_lists_every_variable_with_its_default_in_the_specs_order():
-    expected = [(name, as_written(spec["default"])) for name, spec in options().items()]
-    assert readme_variables() == expected
 
 
 def test_internal_vars_use_the_double_underscore_prefix():
@@ -64,16 +48,23 @@ def test_internal_vars_use_the_double_underscore_prefix():
 def test_each_supported_platform_has_its_vars_file_with_both_families():
     platforms = load("vars/main.yml")["ecs_imds_block__platforms"]
     assert set(platforms) == {"Amazon-2023", "Amazon-2", "Debian-12", "Debian-13", "Debian-sid"}
+    names = load("vars/main.yml")["ecs_imds_block__names"]
     for platform in platforms:
-        data = load(f"vars/{platform}.yml")
-        assert [p["family"] for p in data["ecs_imds_block__persistence"]] == [4, 6]
-        assert data["ecs_imds_block__packages"]
-    assert load("vars/Amazon-2023.yml")["ecs_imds_block__persistence"][0] == {
+        data = load(f"vars/{platform}.yml")["ecs_imds_block__os"]
+        assert [entry["family"] for entry in imds_layout(data, names, True)["families"]] == [4, 6], platform
+        assert [entry["family"] for entry in imds_layout(data, names, False)["families"]] == [4], platform
+        assert data["packages"], platform
+    amazon = imds_layout(load("vars/Amazon-2023.yml")["ecs_imds_block__os"], names, True)
+    assert amazon["families"][0] == {
         "family": 4,
         "path": "/etc/sysconfig/iptables",
         "service": "iptables.service",
+        "restore": "iptables-restore",
+        "imds": "169.254.169.254",
     }
-    assert load("vars/Debian-12.yml")["ecs_imds_block__persistence"][1]["path"] == "/etc/iptables/rules.v6"
+    debian = imds_layout(load("vars/Debian-12.yml")["ecs_imds_block__os"], names, True)
+    assert debian["families"][1]["path"] == "/etc/iptables/rules.v6"
+    assert debian["services"] == ["netfilter-persistent.service"]
 
 
 def test_the_agent_key_list_is_one_sorted_key_a_line_and_holds_the_keys_we_document():
@@ -98,19 +89,19 @@ def test_main_imports_every_task_file_each_with_its_own_tag():
     tasks = imports()
     assert all(set(task) == {"name", "ansible.builtin.import_tasks", "tags"} for task in tasks), tasks
     imported = [task["ansible.builtin.import_tasks"] for task in tasks]
-    assert sorted(imported) == sorted(p.name for p in TASKS.glob("*.yml") if p.name != "main.yml")
+    # platform.yml, the OS data, is validate.yml's (and verify's, which includes it alone).
+    assert sorted(imported) == sorted(
+        p.name for p in TASKS.glob("*.yml") if p.name not in ("main.yml", PLATFORM)
+    )
+    assert {"name": "Load the data for this OS", "ansible.builtin.import_tasks": PLATFORM} in yaml.safe_load(
+        (TASKS / "validate.yml").read_text()
+    )
     for task in tasks:
         concern = "ecs_imds_block_" + task["ansible.builtin.import_tasks"].removesuffix(".yml")
         assert concern in task["tags"], f"{task['name']}: no tag {concern}"
         assert all(TAG.fullmatch(tag) or tag == "always" for tag in task["tags"]), task["tags"]
     validate = next(t for t in tasks if t["ansible.builtin.import_tasks"] == "validate.yml")
     assert "always" in validate["tags"], "every concern needs validate's checks and OS data"
-
-
-def test_the_readme_names_every_tag():
-    tags = {tag for task in imports() for tag in task["tags"] if tag != "always"}
-    readme = (ROOT / "README.md").read_text()
-    assert {tag for tag in tags if f"`{tag}`" not in readme} == set()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +125,12 @@ def listed(ansible_playbook, tmp_path_factory):
 
 
 def task_names(path: str) -> set[str]:
-    return {task["name"] for task in yaml.safe_load((TASKS / path).read_text())}
+    """The names --list-tasks shows for a task file: an import's own tasks, not the import."""
+    names = set()
+    for task in yaml.safe_load((TASKS / path).read_text()):
+        imported = task.get("ansible.builtin.import_tasks")
+        names |= task_names(imported) if imported else {task["name"]}
+    return names
 
 
 @pytest.mark.parametrize("concern", ["ecs_config", "files", "packages", "services"])

@@ -39,8 +39,9 @@ CASES = [
     pytest.param(
         {"ecs_imds_block_ecs_settings": {"ECS_CLUSTER": "a\x0cECS_AWSVPC_BLOCK_IMDS=false"}},
         {},
-        "ecs_config: value of ECS_CLUSTER must be a single line KEY=value, "
-        "got 'a\\x0cECS_AWSVPC_BLOCK_IMDS=false'",
+        "ecs_config: the value of ECS_CLUSTER must be one line of printable text without backslashes, "
+        "leading or trailing blanks or a leading quote (ecs-init and systemd read those differently): "
+        "'a\\x0cECS_AWSVPC_BLOCK_IMDS=false'",
         id="form-feed-in-a-value",
     ),
     pytest.param(

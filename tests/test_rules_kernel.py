@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROLE
+from conftest import MERGE, ROLE
 from imds_rules import imds_rules
 
 HELPER = ROLE / "files" / "ecs-imds-block"
@@ -47,7 +47,7 @@ def netns(request, netadmin, tmp_path):
     shims.mkdir()
     for tool, suffix in itertools.product(("iptables", "ip6tables"), ("", "-save", "-restore")):
         (shims / f"{tool}{suffix}").symlink_to(f"/usr/sbin/{tool}-{request.param}{suffix}")
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "ECS_IMDS_BLOCK_MERGE": str(MERGE)}
 
     def run(*argv, check=True):
         result = subprocess.run(["ip", "netns", "exec", name, *argv], env=env, capture_output=True, text=True)
@@ -172,7 +172,6 @@ def test_a_bad_second_pair_fails_before_the_first_is_loaded(netns, tmp_path):
 
 # --- files shared with the host's own firewall ------------------------------------------------
 
-MERGE = ROLE / "module_utils" / "ecs_imds_block_merge.py"
 TEAM = {
     4: (
         "# The security team's firewall: the Docker API stays closed.\n"

@@ -10,12 +10,15 @@ PyYAML in the interpreter that runs pytest. Without them it fails, it never skip
 
 from __future__ import annotations
 
+import ast
 import base64
 import gzip
 import json
 import os
 import re
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,18 +130,30 @@ def test_boothook_rules_are_the_role_filters_output(action, allow, allow_v6):
     assert written["/etc/sysconfig/ip6tables"] == ("merge", imds_rules(6, action, allow_v6, True))
 
 
-def test_boothook_loader_and_merge_are_the_roles_files_byte_for_byte():
-    """The loader without its comment lines (boothook.loader), the merge as it is."""
+def without_docstrings(code: str) -> str:
+    """The syntax tree of ``code`` with no docstring (comments are not in it)."""
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def test_boothook_loader_and_merge_are_the_roles_files_without_their_comments():
+    """The loader without its comment lines, byte for byte; the merge without its comments and
+    docstrings, the same syntax tree: both to fit EC2's 16 KB."""
     written = heredocs(build_user_data("prod", None))
     assert written["/usr/local/sbin/ecs-imds-block"] == ("0755", boothook.loader())
     assert [line for line in (ROLE / "files" / "ecs-imds-block").read_text().splitlines(keepends=True)
             if not line.lstrip().startswith("#") or line.startswith("#!")] == boothook.loader().splitlines(
         keepends=True
     )  # fmt: skip
-    assert written["/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"] == (
-        "0644",
-        (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_text(),
+    mode, merge = written["/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"]
+    assert (mode, merge) == ("0644", boothook.merge_code())
+    assert without_docstrings(merge) == without_docstrings(
+        (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_text()
     )
+    assert '"""' not in merge and "\n#" not in merge
 
 
 @pytest.fixture(scope="session")
@@ -149,16 +164,20 @@ def role_files(ansible_playbook, tmp_path_factory) -> dict[bool, dict[str, tuple
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
 def test_boothook_writes_exactly_the_files_the_role_writes(role_files, ipv6):
-    """Byte for byte, but for the loader's comment lines, which the boothook leaves out to fit
-    EC2's 16 KB (every other line is the role's, in order)."""
+    """Byte for byte, but for the loader's comment lines and the merge's comments and docstrings,
+    which the boothook leaves out to fit EC2's 16 KB (the rest is the role's, in order)."""
     written = heredocs(build_user_data("prod", None, ipv6=ipv6))
     expected = dict(role_files[ipv6])
     mode, text = expected["/usr/local/sbin/ecs-imds-block"]
     lines = text.splitlines(keepends=True)
     code = "".join(lines[:1] + [line for line in lines[1:] if not line.lstrip().startswith("#")])
     expected["/usr/local/sbin/ecs-imds-block"] = (mode, code)
-    assert written == expected
     assert len(code) < len(text) / 1.5  # the comments are what goes
+    merge = "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"
+    merge_mode, merge_text = expected[merge]
+    assert without_docstrings(merge_text) == without_docstrings(written[merge][1])
+    expected[merge] = (merge_mode, written[merge][1])
+    assert written == expected
 
 
 @pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "no-ipv6"])
@@ -194,6 +213,8 @@ def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_
     head = script.split("\n", 3)
     assert head[:3] == ["#cloud-boothook", "#!/bin/sh", head[2]]
     order = [
+        "code=$(cat <<'ECS_IMDS_BLOCK_EOF'",
+        '"$py" -E -s -c "$code" put /usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py 0644',
         "put /usr/local/sbin/ecs-imds-block 0755",
         "put /etc/systemd/system/docker.service.d/50-ecs-imds-block.conf 0644",
         "/usr/local/sbin/ecs-imds-block merge 4 /etc/sysconfig/iptables",
@@ -203,9 +224,10 @@ def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_
         " || fail 'cannot load the block into the kernel'\n",
         "systemctl enable ecs-imds-block-heal.timer ||",
         "systemctl start --no-block ecs-imds-block-heal.timer ||",
-        "if ! rpm -q --quiet --whatprovides iptables-services; then\n",
-        "install='dnf install -y iptables-services'",
-        'fail "$install failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '
+        'missing=$(for name in iptables-services; do rpm -q --quiet --whatprovides "$name" || echo "$name";'
+        " done)\n",
+        "install='dnf install -y'",
+        'fail "$install $missing failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '
         'and docker.service loads it at every start"',
         "systemctl enable iptables.service ip6tables.service ||",
     ]
@@ -217,17 +239,35 @@ def test_boothook_loads_the_block_before_the_step_that_needs_the_network_and_is_
     subprocess.run(["sh", "-n", str(tmp_path / "boothook")], check=True)
 
 
-def test_boothook_heredocs_write_exactly_those_bytes_through_a_real_shell(tmp_path):
-    """The heredocs are quoted: the shell writes the content as it is, `$` and backslashes too."""
+def test_boothook_writes_exactly_those_bytes_and_modes_through_a_real_shell(tmp_path):
+    """The heredocs are quoted: the shell passes the content as it is, `$` and backslashes too.
+    The merge writes itself from its own code, then every other file (put), here below a scratch
+    root instead of /."""
     script = boothook_script(build_user_data("prod", None))
-    heredoc = r"^put \S+ 0\d{3} <<'ECS_IMDS_BLOCK_EOF'.*?^ECS_IMDS_BLOCK_EOF\n"
-    blocks = re.findall(heredoc, script, re.M | re.S)
+    merge = "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py"
+    code = re.search(
+        r"^code=\$\(cat <<'ECS_IMDS_BLOCK_EOF'\n.*?^ECS_IMDS_BLOCK_EOF\n\)\n", script, re.M | re.S
+    )
+    writes_itself = re.search(r"^printf .* put " + re.escape(merge) + " 0644 ", script, re.M)
+    blocks = re.findall(
+        r"^put \S+ 0\d{3} <<'ECS_IMDS_BLOCK_EOF'.*?^ECS_IMDS_BLOCK_EOF\n", script, re.M | re.S
+    )
+    shell = (
+        f"py={sys.executable}\n"
+        + code.group(0)
+        + writes_itself.group(0).replace(f" put {merge} ", f' put "$ROOT{merge}" ')
+        + "\n"
+        + f'put() {{ "$py" -E -s "$ROOT{merge}" put "$ROOT$1" "$2"; }}\n'
+        + "".join(blocks)
+    )
     root = tmp_path / "root"
-    put = 'put() { mkdir -p "$ROOT$(dirname "$1")"; cat >"$ROOT$1"; }\n'
-    subprocess.run(["sh", "-euc", put + "".join(blocks)], check=True, env={**os.environ, "ROOT": str(root)})
-    for path, (mode, content) in heredocs(build_user_data("prod", None)).items():
+    subprocess.run(["sh", "-euc", shell], check=True, env={**os.environ, "ROOT": str(root)})
+    written = heredocs(build_user_data("prod", None))
+    for path, (mode, content) in written.items():
         if mode != "merge":
             assert (root / path.lstrip("/")).read_text() == content, path
+            assert f"{stat.S_IMODE((root / path.lstrip('/')).stat().st_mode):04o}" == mode, path
+    assert len(blocks) + 1 == len([mode for mode, _ in written.values() if mode != "merge"])
 
 
 def test_ecs_config_part_merges_cluster_the_awsvpc_block_and_the_attribute(tmp_path):

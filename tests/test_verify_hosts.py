@@ -264,7 +264,7 @@ def test_the_script_runs_the_check_with_the_drop_ins_arguments(host_root):
     done = run_script(verify_hosts.remote_script())
 
     assert done.returncode == 1, done.stderr
-    loader_args = " ".join(boothook.role_data(ipv6=True)["ecs_imds_block__loader_args"])
+    loader_args = " ".join(boothook.layout(ipv6=True)["loader_args"])
     assert done.stdout == f"check {loader_args}\nbackend line\n"
 
 

@@ -4,14 +4,15 @@
 `golden-ami user-data`, and the script that sets the cluster in ecs.config.
 
 Nothing is copied from the role: the rules come from its filter plugin, the loader and the
-merge from its ``files/`` and ``module_utils/``, the drop-ins and the heal timer from its
-templates, the paths, services and loader arguments from its ``vars/`` (and ``defaults/``, for
-the heal interval) and its imds_layout filter. The role ships
-with this package as ``ecs_imds_block``.
+merge (which also writes every file) from its ``files/`` and ``module_utils/``, the drop-ins and
+the heal timer from its templates, and every path, unit, template, package check and loader
+argument from its imds_layout filter, over its ``vars/`` (and ``defaults/``, for the heal
+interval). The role ships with this package as ``ecs_imds_block``.
 """
 
 from __future__ import annotations
 
+import ast
 import shlex
 from pathlib import Path
 
@@ -24,15 +25,25 @@ from ecs_imds_block.filter_plugins.imds_rules import imds_rules, normalize_cidrs
 from golden_ami.aws import UsageError
 
 ROLE = Path(imds_rules_module.__file__).resolve().parents[1]
-PLATFORM_VARS = "Amazon-2023.yml"  # Amazon-2.yml holds the same data
+PLATFORM = "Amazon-2023"  # Amazon-2 has the same data
 HEREDOC = "ECS_IMDS_BLOCK_EOF"
 ECS_CONFIG = "/etc/ecs/ecs.config"
 INSTALL_LOG = "/var/log/ecs-imds-block-install.log"
 
 
-def role_vars() -> dict:
+def _vars(name: str) -> dict:
+    return yaml.safe_load((ROLE / name).read_text())
+
+
+def names() -> dict:
     """The role's own names (vars/main.yml): its helper, units, drop-in and attribute."""
-    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+    return _vars("vars/main.yml")["ecs_imds_block__names"]
+
+
+def layout(ipv6: bool, platform: str = PLATFORM) -> dict:
+    """The role's derived data on ``platform`` (Amazon Linux 2023 for the boothook), from its own
+    imds_layout filter over its vars."""
+    return imds_layout(_vars(f"vars/{platform}.yml")["ecs_imds_block__os"], names(), ipv6)
 
 
 def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str]) -> dict[int, str]:
@@ -50,22 +61,14 @@ def render_rules(action: str, ipv6: bool, allow: list[str], allow_v6: list[str])
 
 
 def role_data(ipv6: bool) -> dict:
-    """The variables the role's templates and tasks use on Amazon Linux, as the role computes them:
-    its vars files, and its imds_layout filter for the families, services and loader arguments."""
-    data = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    data.update(role_vars())
-    data.update(yaml.safe_load((ROLE / "vars" / PLATFORM_VARS).read_text()))
-    layout = imds_layout(data["ecs_imds_block__persistence"], ipv6)
-    data.update(
-        ecs_imds_block__layout=layout,
-        ecs_imds_block__families=layout["families"],
-        ecs_imds_block__loader_args=layout["loader_args"],
-        ecs_imds_block__services=layout["services"],
-        ecs_imds_block_awsvpc=True,
-        ecs_imds_block__attribute_on=True,
-        ecs_imds_block_ecs_config_path=ECS_CONFIG,
-    )
-    return data
+    """The variables the role's templates use on Amazon Linux, as the role has them."""
+    return {
+        **_vars("defaults/main.yml"),
+        "ecs_imds_block__layout": layout(ipv6),
+        "ecs_imds_block_awsvpc": True,
+        "ecs_imds_block__attribute_on": True,
+        "ecs_imds_block_ecs_config_path": ECS_CONFIG,
+    }
 
 
 def render_dropins(ipv6: bool) -> dict[str, str]:
@@ -80,18 +83,10 @@ def render_dropins(ipv6: bool) -> dict[str, str]:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["bool"] = bool  # Ansible's; the values here are booleans already
-    templates = {service: "persistence.conf.j2" for service in data["ecs_imds_block__services"]}
-    templates[data["ecs_imds_block__docker_service"]] = "docker.conf.j2"
-    templates[data["ecs_imds_block__ecs_service"]] = "ecs.conf.j2"
-    dropin = data["ecs_imds_block__dropin"]
-    units = {
-        f"/etc/systemd/system/{unit}.d/{dropin}": env.get_template(template).render(data, item=unit)
-        for unit, template in templates.items()
+    return {
+        unit["path"]: env.get_template(unit["template"]).render(data, item=unit["item"])
+        for unit in data["ecs_imds_block__layout"]["units"]
     }
-    for kind in ("service", "timer"):
-        path = f"/etc/systemd/system/{data['ecs_imds_block__heal_unit']}.{kind}"
-        units[path] = env.get_template(f"heal.{kind}.j2").render(data)
-    return units
 
 
 def loader() -> str:
@@ -100,6 +95,20 @@ def loader() -> str:
     installs the commented file; the code is the same."""
     lines = (ROLE / "files" / "ecs-imds-block").read_bytes().decode().splitlines(keepends=True)
     return "".join(lines[:1] + [line for line in lines[1:] if not line.lstrip().startswith("#")])
+
+
+def merge_code() -> str:
+    """The role's merge without its comments and docstrings: the same statements (the same
+    syntax tree), in a third less of EC2's 16 KB of user data. The role installs the file as
+    it is."""
+    tree = ast.parse((ROLE / "module_utils" / "ecs_imds_block_merge.py").read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(
+            node, clean=False
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
 
 
 def _heredoc(command: str, content: str, on_error: str | None = None) -> str:
@@ -115,17 +124,16 @@ def _heredoc(command: str, content: str, on_error: str | None = None) -> str:
 def script(rules: dict[int, str], ipv6: bool) -> str:
     """The boothook script: the role's tasks on Amazon Linux, as idempotent shell, failing closed.
 
-    Everything that needs no network comes first: the loader and its merge, the drop-ins, the
-    block merged into the rules files and loaded. Only then the package install, which needs the
+    Everything that needs no network comes first: the merge, the loader, the drop-ins, the block
+    merged into the rules files and loaded. Only then the package install, which needs the
     repositories. If it fails, the block is already loaded, and docker.service's drop-in loads it
     again at every start: its ExecStartPre needs only the loader and the rules files.
     """
-    data = role_data(ipv6)
-    helper = data["ecs_imds_block__helper"]
-    loader_args = " ".join(shlex.quote(arg) for arg in data["ecs_imds_block__loader_args"])
-    packages = " ".join(shlex.quote(name) for name in data["ecs_imds_block__packages"])
-    services = " ".join(shlex.quote(service) for service in data["ecs_imds_block__services"])
-    timer = shlex.quote(f"{data['ecs_imds_block__heal_unit']}.timer")
+    data = layout(ipv6)
+    helper, merge = data["helper"], shlex.quote(data["merge_helper"])
+    loader_args = " ".join(shlex.quote(arg) for arg in data["loader_args"])
+    services = " ".join(shlex.quote(service) for service in data["services"])
+    timer = shlex.quote(f"{data['heal_unit']}.timer")
     lines = [
         "#cloud-boothook",
         "#!/bin/sh",
@@ -141,23 +149,24 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
         "    exit 1",
         "}",
         "",
-        "put() {  # put PATH MODE: standard input to PATH, with MODE, replaced in one rename",
-        '    mkdir -p "$(dirname "$1")" &&',
-        '        cat >"$1.ecs-imds-block.tmp" &&',
-        '        chmod "$2" "$1.ecs-imds-block.tmp" &&',
-        '        mv -f "$1.ecs-imds-block.tmp" "$1" ||',
-        '        fail "cannot write $1"',
+        "py=$(command -v python3 || command -v python) || fail 'needs python3 or python'",
+        "",
+        "put() {  # put PATH MODE: standard input to PATH, with MODE, in one rename (the role's merge)",
+        f'    "$py" -E -s {merge} put "$1" "$2" || fail "cannot write $1"',
         "}",
         "",
+        "# The merge first: it writes every file, itself included (its code is also its input).",
         "",
     ]
     script = "\n".join(lines)
+    script += _heredoc("code=$(cat", merge_code()) + ")\n"
+    script += (
+        f'printf \'%s\\n\' "$code" | "$py" -E -s -c "$code" put {merge} 0644 || fail "cannot write {merge}"\n'
+    )
     script += _heredoc(f"put {helper} 0755", loader())
-    merge = (ROLE / "module_utils" / "ecs_imds_block_merge.py").read_bytes().decode()
-    script += _heredoc(f"put {shlex.quote(data['ecs_imds_block__merge_helper'])} 0644", merge)
     for path, content in render_dropins(ipv6).items():
         script += _heredoc(f"put {shlex.quote(path)} 0644", content)
-    for rules_file in data["ecs_imds_block__families"]:
+    for rules_file in data["families"]:
         path = rules_file["path"]
         command = f"{helper} merge {rules_file['family']} {shlex.quote(path)}"
         script += _heredoc(command, rules[rules_file["family"]], f"cannot merge the block into {path}")
@@ -169,13 +178,14 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
         f"systemctl enable {timer} || fail 'cannot enable {timer}'\n"
         f"systemctl start --no-block {timer} || fail 'cannot start {timer}'\n"
         "\n"
-        "# The only step that needs the network. The persistence service then loads the rules\n"
-        "# files at boot, the host's own rules included.\n"
-        f"if ! rpm -q --quiet --whatprovides {packages}; then\n"
-        f"    if command -v dnf >/dev/null 2>&1; then install='dnf install -y {packages}'; "
-        f"else install='yum install -y {packages}'; fi\n"
-        f"    $install >{INSTALL_LOG} 2>&1 ||\n"
-        f'        fail "$install failed (see {INSTALL_LOG}); the block is loaded,'
+        "# The only step that needs the network, and only for what is missing. The persistence\n"
+        "# service then loads the rules files at boot, the host's own rules included.\n"
+        f"missing=$({data['missing_packages']})\n"
+        'if [ -n "$missing" ]; then\n'
+        "    install='yum install -y'\n"
+        "    if command -v dnf >/dev/null 2>&1; then install='dnf install -y'; fi\n"
+        f"    $install $missing >{INSTALL_LOG} 2>&1 ||\n"
+        f'        fail "$install $missing failed (see {INSTALL_LOG}); the block is loaded,'
         ' and docker.service loads it at every start"\n'
         "fi\n"
         f"systemctl enable {services} || fail 'cannot enable {services}'\n"
@@ -186,7 +196,7 @@ def script(rules: dict[int, str], ipv6: bool) -> str:
 def ecs_config_script(cluster: str) -> str:
     """Sets the cluster, the awsvpc block and the attribute in ecs.config, merged as the role
     merges it."""
-    attribute = role_vars()["ecs_imds_block__attribute"]
+    attribute = layout(True)["attribute_setting"]
     return (
         "#!/bin/sh\n"
         "# Written by `golden-ami user-data`: join the cluster, and have the ECS agent block IMDS\n"
@@ -195,6 +205,5 @@ def ecs_config_script(cluster: str) -> str:
         "# ecs.config cannot remove them.\n"
         "set -eu\n"
         f"/usr/local/sbin/ecs-imds-block ecs-config {ECS_CONFIG}"
-        f" ECS_CLUSTER={cluster} ECS_AWSVPC_BLOCK_IMDS=true"
-        f" attribute:{attribute['name']}={attribute['value']}\n"
+        f" ECS_CLUSTER={cluster} ECS_AWSVPC_BLOCK_IMDS=true {attribute}\n"
     )

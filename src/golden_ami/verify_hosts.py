@@ -61,12 +61,11 @@ class HostCheck:
 def remote_script() -> str:
     """The shell that AWS-RunShellScript runs: the check, with the arguments of the host's
     docker.service drop-in (its families and rules files), its output on stdout."""
-    from golden_ami.boothook import role_vars  # the role's data, read where it lives
+    from golden_ami.boothook import layout  # the role's data, read where it lives
 
-    data = role_vars()
-    helper = data["ecs_imds_block__helper"]
-    unit, name = data["ecs_imds_block__docker_service"], data["ecs_imds_block__dropin"]
-    dropin = f"/etc/systemd/system/{unit}.d/{name}"
+    data = layout(ipv6=True)  # the paths below are the same without IPv6
+    helper = data["helper"]
+    (dropin,) = [unit["path"] for unit in data["units"] if unit["item"] == data["docker_service"]]
     prefix = f"ExecStartPre={helper} apply "
     return "\n".join(
         [

@@ -34,9 +34,12 @@ def boothook_script(data: bytes) -> str:
 
 
 HEREDOC = re.compile(
-    r"^(put (\S+) (0\d{3})|\S+ merge [46] (\S+)) <<'ECS_IMDS_BLOCK_EOF'.*?\n(.*?)^ECS_IMDS_BLOCK_EOF\n",
+    r"^(put (\S+) (0\d{3})|\S+ merge [46] (\S+)|code=\$\(cat)"
+    r" <<'ECS_IMDS_BLOCK_EOF'.*?\n(.*?)^ECS_IMDS_BLOCK_EOF\n",
     re.M | re.S,
 )
+# The merge writes itself: its code, read into $code, is both what Python runs and its input.
+MERGE_PUT = re.compile(r"""^printf '%s\\n' "\$code" \| "\$py" -E -s -c "\$code" put (\S+) (0\d{3}) """, re.M)
 
 
 def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
@@ -44,8 +47,10 @@ def heredocs(data: bytes) -> dict[str, tuple[str, str]]:
     file, merged into what the host has, shows as ("merge", the rendered rules)."""
     script = boothook_script(data)
     found = {}
-    for _, put_path, mode, merge_path, content in HEREDOC.findall(script):
+    for command, put_path, mode, merge_path, content in HEREDOC.findall(script):
+        if command == "code=$(cat":
+            ((put_path, mode),) = MERGE_PUT.findall(script)
         found[put_path or merge_path] = (mode or "merge", content)
     ours = script.count("<<'ECS_IMDS_BLOCK_EOF'")  # the loader's own heredocs are content, not ours
-    assert len(found) == ours, "every heredoc is a `put PATH MODE` or a `merge FAMILY PATH`"
+    assert len(found) == ours, "every heredoc is a `put PATH MODE`, a `merge FAMILY PATH` or the merge's code"
     return found

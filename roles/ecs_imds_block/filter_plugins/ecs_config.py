@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 import sys
+from pathlib import Path
+
+# The key and value rules live in the role's module_utils/ecs_imds_block_merge.py, which the
+# merge on the host applies too (see imds_rules.py for why its folder goes on the path).
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+if _MODULE_UTILS not in sys.path:
+    sys.path.append(_MODULE_UTILS)
+import ecs_imds_block_merge as merge  # noqa: E402
 
 # Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
 # from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
@@ -62,8 +69,6 @@ RETURN = r"""
     type: dict
 """
 
-_KEY = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
-
 
 def _render_value(key, value):
     if isinstance(value, bool):
@@ -74,17 +79,15 @@ def _render_value(key, value):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if not isinstance(value, str):
         raise AnsibleFilterError(f"ecs_config: value of {key} must be a string, got {value!r}")
-    # Any control character can end a line for one reader and not another (ecs-init splits on
-    # \n only; systemd's EnvironmentFile= on \r too; Python's splitlines on \f, \v and more).
-    if re.search(r"[\x00-\x1f\x7f]", value):
-        raise AnsibleFilterError(f"ecs_config: value of {key} must be a single line KEY=value, got {value!r}")
-    # systemd unquotes, unescapes and strips what ecs-init takes as it is.
-    if "\\" in value or value.startswith(("'", '"')) or value != value.strip():
-        raise AnsibleFilterError(
-            f"ecs_config: value of {key} must hold no backslash, leading or trailing blank or leading "
-            f"quote, which ecs-init and systemd's EnvironmentFile= read differently; got {value!r}"
-        )
     return value
+
+
+def _merge_check(check, *args):
+    """``check`` of the merge, its refusal as this filter's error."""
+    try:
+        return check(*args)
+    except merge.MergeError as error:
+        raise AnsibleFilterError(f"ecs_config: {error}") from None
 
 
 def ecs_config_settings(settings, known_keys=(), allow_unknown=False):
@@ -98,11 +101,7 @@ def ecs_config_settings(settings, known_keys=(), allow_unknown=False):
     known = {str(k).strip() for k in known_keys if str(k).strip()}
     rendered = {}
     for key, value in settings.items():
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise AnsibleFilterError(
-                f"ecs_config: {key!r} is not a valid ecs.config key "
-                "(upper-case letters, digits and underscores)"
-            )
+        _merge_check(merge.check_key, str(key).encode() if isinstance(key, str) else repr(key).encode())
         if key not in known and not allow_unknown:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -111,6 +110,7 @@ def ecs_config_settings(settings, known_keys=(), allow_unknown=False):
                 "(set ecs_imds_block_allow_unknown_ecs_keys: true to write it anyway)"
             )
         rendered[key] = _render_value(key, value)
+        _merge_check(merge.check_value, key.encode(), rendered[key].encode())
     return rendered
 
 

@@ -13,6 +13,16 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from pathlib import Path
+
+# The role's module_utils/ecs_imds_block_merge.py is the one home of what the filters, the
+# module, the boothook and the loader share (here: the markers and the IMDS addresses). A role's
+# module_utils are on no import path of the controller, so its folder is put on one, by name: the
+# filters then share one module object under Ansible, in the golden-ami package and in tests.
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+if _MODULE_UTILS not in sys.path:
+    sys.path.append(_MODULE_UTILS)
+import ecs_imds_block_merge as merge  # noqa: E402
 
 # Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
 # from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
@@ -59,8 +69,6 @@ DOCUMENTATION = r"""
           (IPv4 C(169.254.0.0/16); IPv6 C(fe80::/10) and C(fd00:ec2::/32), the network of the
           IPv6 endpoint): no container holds such an address legitimately, and allowing one
           would let a spoofed link-local source through.
-        - The rendered file is parsed back, as iptables-restore reads it, and refused unless its
-          C(DOCKER-USER) rules and C(FORWARD) jump are exactly the expected ones.
       type: list
       elements: str
       default: []
@@ -84,8 +92,8 @@ RETURN = r"""
     type: str
 """
 
-CHAIN = "DOCKER-USER"
-IMDS = {4: "169.254.169.254/32", 6: "fd00:ec2::254/128"}
+CHAIN = merge.CHAIN.decode()
+IMDS = {family: f"{address}/{32 if family == 4 else 128}" for family, address in merge.IMDS.items()}
 # Sources never allowlisted: IMDS's own link-local network (and, for IPv6, the network of its
 # IPv6 endpoint).
 LINK_LOCAL = {
@@ -96,24 +104,8 @@ EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/
 # An address and an optional prefix length, in ASCII: no scope id, no whitespace, no newline.
 _CIDR = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?\Z")
 _JUMP = f"-I FORWARD 1 -j {CHAIN}"
-# A DOCKER-USER rule of the shapes this filter writes, as parse_rules reads it back.
-_RULE = re.compile(
-    rf"-A {CHAIN}"
-    r"(?: -s (?P<source>[0-9a-f.:]+/[0-9]{1,3}))?"
-    r"(?: -d (?P<destination>[0-9a-f.:]+/[0-9]{1,3}))?"
-    r"(?: -p (?P<protocol>tcp))?"
-    r" -j (?P<target>RETURN|REJECT|DROP)"
-    r"(?: --reject-with (?P<reject_with>[a-z0-9-]+))?\Z"
-)
 _UNREACHABLE = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 ACTIONS = ("reject", "drop")
-# The markers around our part: the file is shared with the host's own firewall, and the
-# role's merge (module_utils/ecs_imds_block_merge.py) and the loader find our lines by them.
-BEGIN = (
-    "# BEGIN ecs_imds_block: the DOCKER-USER chain and the FORWARD jump to it. The role replaces\n"
-    "# these lines; every other line of this file is yours and is kept as it is.\n"
-)
-END = "# END ecs_imds_block\n"
 
 
 def _family(value):
@@ -190,92 +182,7 @@ def _render(family, action, allowed, enabled):
     # describe the whole chain, so nothing is added after a load.
     rules.append(f"-A {CHAIN} -j RETURN")
     body = f":{CHAIN} - [0:0]\n" + "".join(r + "\n" for r in rules)
-    return "*filter\n" + BEGIN + body + END + "COMMIT\n"
-
-
-def parse_rules(text, family):
-    """Read a rendered file back as iptables-restore reads it: lines split at newlines only,
-    blank lines and lines starting with ``#`` skipped.
-
-    Returns ``{"tables", "chains", "forward", "rules", "commits"}``; each ``DOCKER-USER`` rule is
-    a dict of its source (an ip_network or None), destination, protocol, target and
-    reject-with. AnsibleFilterError, quoting the line, on any line this filter never writes.
-    """
-    parsed = {"tables": [], "chains": [], "forward": [], "rules": [], "commits": 0}
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line or line.startswith("#"):
-            continue
-        rule = _RULE.match(line)
-        if line.startswith("*"):
-            parsed["tables"].append(line[1:])
-        elif line.startswith(":"):
-            parsed["chains"].append(line[1:])
-        elif line == "COMMIT":
-            parsed["commits"] += 1
-        elif line == _JUMP:
-            parsed["forward"].append(line)
-        elif rule:
-            fields = rule.groupdict()
-            if fields["source"] is not None:
-                try:
-                    fields["source"] = ipaddress.ip_network(fields["source"], strict=True)
-                except ValueError:
-                    rule = None
-            if rule:
-                parsed["rules"].append(fields)
-        if not (rule or line.startswith(("*", ":")) or line in ("COMMIT", _JUMP)):
-            raise AnsibleFilterError(
-                f"imds_rules: refusing the rendered IPv{family} file: line {number} {line!r} "
-                "is not a rule this filter writes"
-            )
-    return parsed
-
-
-def expected_rules(family, action, networks, enabled):
-    """What parse_rules must read back from the file for these checked inputs."""
-    imds = IMDS[family]
-
-    def rule(source=None, destination=imds, protocol=None, target="RETURN", reject_with=None):
-        return {"source": source, "destination": destination, "protocol": protocol, "target": target,
-                "reject_with": reject_with}  # fmt: skip
-
-    rules = []
-    if enabled:
-        rules += [rule(source=ipaddress.ip_network(network)) for network in networks]
-        if action == "reject":
-            rules.append(rule(protocol="tcp", target="REJECT", reject_with="tcp-reset"))
-            rules.append(rule(target="REJECT", reject_with=_UNREACHABLE[family]))
-        else:
-            rules.append(rule(target="DROP"))
-    rules.append(rule(destination=None))
-    return {"tables": ["filter"], "chains": [f"{CHAIN} - [0:0]"], "forward": [_JUMP], "rules": rules,
-            "commits": 1}  # fmt: skip
-
-
-def check_rendered(text, family, action, networks, enabled):
-    """Refuse ``text`` unless it parses back to exactly the expected table, chain and rules."""
-    parsed = parse_rules(text, family)
-    expected = expected_rules(family, action, networks, enabled)
-    problem = None
-    for key in ("tables", "chains", "forward", "commits"):
-        if parsed[key] != expected[key] and not problem:
-            problem = f"its {key} read back as {parsed[key]!r}, expected {expected[key]!r}"
-    got, want = [_rule_line(r) for r in parsed["rules"]], [_rule_line(r) for r in expected["rules"]]
-    if len(got) != len(want) and not problem:
-        problem = f"it holds {len(got)} {CHAIN} rules, expected {len(want)}: {got!r}"
-    for number, (line, wanted) in enumerate(zip(got, want, strict=False), start=1):
-        if line != wanted and not problem:
-            problem = f"{CHAIN} rule {number} reads back as {line!r}, expected {wanted!r}"
-    if problem:
-        raise AnsibleFilterError(f"imds_rules: refusing the rendered IPv{family} file: {problem}")
-    return text
-
-
-def _rule_line(rule):
-    """A parsed DOCKER-USER rule, written the way this filter writes it."""
-    options = [("-s", rule["source"]), ("-d", rule["destination"]), ("-p", rule["protocol"]),
-               ("-j", rule["target"]), ("--reject-with", rule["reject_with"])]  # fmt: skip
-    return " ".join([f"-A {CHAIN}"] + [f"{flag} {value}" for flag, value in options if value is not None])
+    return "*filter\n" + merge.BEGIN_TEXT + body + merge.END_TEXT + "COMMIT\n"
 
 
 def imds_rules(family, action="reject", allowed_cidrs=(), enabled=True):
@@ -294,7 +201,7 @@ def imds_rules(family, action="reject", allowed_cidrs=(), enabled=True):
             f"imds_rules: the IPv{family} allowlist must be a list of CIDRs, got {allowed_cidrs!r}"
         ) from None
     allowed = normalize_cidrs(allowed_cidrs, family)
-    return check_rendered(_render(family, action, allowed, enabled), family, action, allowed, enabled)
+    return _render(family, action, allowed, enabled)
 
 
 class FilterModule:

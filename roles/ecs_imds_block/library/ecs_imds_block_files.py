@@ -96,74 +96,26 @@ changed_paths:
   sample: [/etc/sysconfig/iptables]
 """
 
-import errno
 import grp
 import os
 import pwd
 import re
-import shutil
-import stat
-import tempfile
+import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
 from ansible.module_utils.ecs_imds_block_merge import (
+    ChangedMeanwhile,
     MergeError,
     merge_ecs_config,
     merge_rules,
     parse_settings,
+    read,
+    refusal,
+    replace,
 )
 
 NEW_FILE_MODE = "0600"
-DIRECTORY_MODE = 0o755
-
-
-def _read(b_path):
-    try:
-        with open(b_path, "rb") as handle:
-            return handle.read()
-    except (IOError, OSError) as error:
-        if error.errno == errno.ENOENT:
-            return None
-        raise
-
-
-def _make_parents(b_dir):
-    """Create missing parents with mode 0755, not the umask's choice."""
-    missing = []
-    while b_dir and not os.path.isdir(b_dir):
-        missing.append(b_dir)
-        b_dir = os.path.dirname(b_dir)
-    for b_new in reversed(missing):
-        os.mkdir(b_new)
-        os.chmod(b_new, DIRECTORY_MODE)
-
-
-class ChangedMeanwhile(Exception):
-    """A merged file changed between its read and its write."""
-
-
-def _replace(b_staged, b_path, merged_from=None):
-    """Move the staged content into place in one rename in the target's directory, keeping an
-    existing file's mode and owner. Errors are raised, so the caller can say what changed.
-
-    A merged file is replaced only if it still holds ``merged_from``, what the merge read: a
-    line appended meanwhile (user data's `echo >> ecs.config`) is never lost."""
-    fd, b_tmp = tempfile.mkstemp(dir=os.path.dirname(b_path), prefix=b".ecs-imds-block.")
-    try:
-        with os.fdopen(fd, "wb") as out, open(b_staged, "rb") as source:
-            shutil.copyfileobj(source, out)
-        if merged_from is not None and (_read(b_path) or b"") != merged_from:
-            raise ChangedMeanwhile()
-        if os.path.exists(b_path):
-            info = os.stat(b_path)
-            os.chmod(b_tmp, stat.S_IMODE(info.st_mode))
-            os.chown(b_tmp, info.st_uid, info.st_gid)
-        os.rename(b_tmp, b_path)
-    except BaseException:
-        if os.path.exists(b_tmp):
-            os.unlink(b_tmp)
-        raise
 
 
 def _plan(module, spec):
@@ -191,9 +143,9 @@ def _plan(module, spec):
         module.fail_json(msg="validate must contain %%s: %r" % spec["validate"], path=path)
     b_content = to_bytes(spec["content"], errors="surrogate_or_strict")
     try:
-        before = _read(b_path)
-    except (IOError, OSError) as error:
-        module.fail_json(msg="cannot read %s: %s" % (path, error.strerror), path=path)
+        before = read(path)
+    except MergeError as error:
+        module.fail_json(msg=str(error), path=path)
     try:
         if spec["merge"] == "rules":
             b_content = merge_rules(before or b"", b_content, path)
@@ -203,23 +155,16 @@ def _plan(module, spec):
         module.fail_json(msg="no file was changed: %s" % error, path=path)
     if before == b_content:
         return None
-    staged = None
-    if not module.check_mode:
-        fd, staged = tempfile.mkstemp(dir=module.tmpdir)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(b_content)
-        if spec["validate"]:
-            rc, out, err = module.run_command(spec["validate"].replace("%s", staged))
-            if rc:
-                module.fail_json(
-                    msg="no file was changed: %r refused the new content of %s" % (spec["validate"], path),
-                    path=path,
-                    rc=rc,
-                    stdout=out,
-                    stderr=err,
-                )
+    if spec["validate"] and not module.check_mode:
+        refused = refusal(shlex.split(spec["validate"]), b_content, module.tmpdir)
+        if refused is not None:
+            module.fail_json(
+                msg="no file was changed: %r refused the new content of %s" % (spec["validate"], path),
+                path=path,
+                stderr=refused,
+            )
     return {
-        "staged": staged,
+        "content": b_content,
         "new": before is None,
         "merged_from": (before or b"") if spec["merge"] else None,
         "diff": {
@@ -271,20 +216,14 @@ def main():
             if plan:
                 diffs.append(plan["diff"])
                 if not module.check_mode:
-                    _make_parents(os.path.dirname(to_bytes(spec["path"], errors="surrogate_or_strict")))
-                    b_path = to_bytes(spec["path"], errors="surrogate_or_strict")
-                    _replace(plan["staged"], b_path, plan["merged_from"])
+                    replace(spec["path"], plan["content"], expected=plan["merged_from"])
             new = bool(plan and plan["new"])
             if new and module.check_mode:
                 changed_paths.append(spec["path"])  # nothing there yet to compare attributes with
             elif module.set_fs_attributes_if_different(_attributes(module, spec, new), bool(plan)):
                 changed_paths.append(spec["path"])
-        except ChangedMeanwhile:
-            module.fail_json(
-                msg="%s changed while it was merged, and was left as it is now; run again" % spec["path"],
-                changed=bool(changed_paths),
-                changed_paths=changed_paths,
-            )
+        except ChangedMeanwhile as error:
+            module.fail_json(msg=str(error), changed=bool(changed_paths), changed_paths=changed_paths)
         except (IOError, OSError) as error:
             # What was written before the failure is reported, so the play shows the change.
             module.fail_json(

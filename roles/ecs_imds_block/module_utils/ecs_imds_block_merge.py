@@ -3,12 +3,15 @@
 
 """Merge the ecs_imds_block role's part into files that other people write too.
 
-One implementation, used in two places:
+The one home of the rules that the role, the user-data boothook and the loader share: the
+markers around our part of a rules file, the IMDS addresses, which ecs.config settings can be
+written, the staged atomic file write, and what a load must delete first. Used in three places:
 
 - by the role's ecs_imds_block_files module (``merge: rules`` and ``merge: ecs_config``),
   which reads, merges and writes each file in the same module run;
-- on the host, as ``ecs-imds-block merge`` and ``ecs-imds-block ecs-config``: by the user-data
-  boothook, and just before the ECS agent starts (``ecs.service``'s drop-in).
+- by the role's filters (imds_rules, ecs_config_settings, imds_layout), which load this file;
+- on the host, as ``ecs-imds-block merge|ecs-config|put|restore``: by the user-data boothook,
+  just before the ECS agent starts (``ecs.service``'s drop-in), and by the loader's ``load``.
 
 It runs under the host's own Python, which on Amazon Linux 2 may be 2.7, so it works on bytes
 and keeps to Python 2.7 syntax.
@@ -46,10 +49,22 @@ from collections import OrderedDict
 
 __metaclass__ = type
 
-BEGIN = b"# BEGIN ecs_imds_block"
-END = b"# END ecs_imds_block"
+# The markers around our part of a rules file: the imds_rules filter writes them, the merge
+# finds our lines by them, and so does the loader (files/ecs-imds-block matches their first
+# words, "# BEGIN ecs_imds_block" and "# END ecs_imds_block": a shell script cannot import
+# them, and a test runs it on files this module marks).
+BEGIN_TEXT = (
+    "# BEGIN ecs_imds_block: the DOCKER-USER chain and the FORWARD jump to it. The role replaces\n"
+    "# these lines; every other line of this file is yours and is kept as it is.\n"
+)
+END_TEXT = "# END ecs_imds_block\n"
+BEGIN = BEGIN_TEXT.split(":", 1)[0].encode("ascii")
+END = END_TEXT.strip().encode("ascii")
 CHAIN = b"DOCKER-USER"
+# The instance metadata service's addresses, by family: what the block refuses and verify probes.
+IMDS = {4: "169.254.169.254", 6: "fd00:ec2::254"}
 NEW_FILE_MODE = 0o600
+DIRECTORY_MODE = 0o755
 
 # Lines that are ours wherever they stand in the filter table, as Docker's iptables-save
 # writes them: removing them changes nothing, since our part declares the same.
@@ -73,6 +88,10 @@ _WHITESPACE = b" \t\n\r"  # systemd's
 
 class MergeError(ValueError):
     """Input that cannot be merged without losing something; the message is one line."""
+
+
+class ChangedMeanwhile(MergeError):
+    """A merged file changed between its read and its write; it was left as it is now."""
 
 
 def _text(value):
@@ -140,6 +159,29 @@ def merge_rules(existing, rendered, name="the rules file"):
     return b"".join(kept[:filter_commit]) + block + b"".join(kept[filter_commit:])
 
 
+def check_key(key):
+    """``key`` (bytes) if it can name an ecs.config setting; MergeError otherwise."""
+    if not _KEY.match(key):
+        raise MergeError(
+            "%r is not a valid ecs.config key (upper-case letters, digits and underscores)" % _text(key)
+        )
+    return key
+
+
+def check_value(key, value):
+    """``value`` (bytes) if ecs-init and systemd's EnvironmentFile= read it alike as the value of
+    ``key``; MergeError otherwise. Any control character can end a line for one reader and not
+    the other (ecs-init splits on \\n only, systemd on \\r too), and systemd unquotes, unescapes
+    and strips what ecs-init takes as it is."""
+    if re.search(rb"[\x00-\x1f\x7f\\]", value) or value[:1] in (b"'", b'"') or value != value.strip():
+        raise MergeError(
+            "the value of %s must be one line of printable text without backslashes, leading or "
+            "trailing blanks or a leading quote (ecs-init and systemd read those differently): %r"
+            % (_text(key), _text(value))
+        )
+    return value
+
+
 def parse_settings(assignments):
     """``[b"KEY=value", ...]`` as an ordered list of (key, value); MergeError on a bad one."""
     settings = []
@@ -152,13 +194,7 @@ def parse_settings(assignments):
             continue
         if not sep or not _KEY.match(key):
             raise MergeError("not a KEY=value ecs.config setting: %r" % _text(assignment))
-        if re.search(rb"[\x00-\x1f\x7f\\]", value) or value[:1] in (b"'", b'"') or value != value.strip():
-            raise MergeError(
-                "the value of %s must be one line of printable text without backslashes, leading or "
-                "trailing blanks or a leading quote (ecs-init and systemd read those differently): %r"
-                % (_text(key), _text(value))
-            )
-        settings.append((key, value))
+        settings.append((key, check_value(key, value)))
     return settings
 
 
@@ -321,7 +357,8 @@ def effective_ecs_config(data):
 # --- on the host ----------------------------------------------------------------------------
 
 
-def _read(path):
+def read(path):
+    """The bytes of ``path``, None if there is no such file; MergeError if it cannot be read."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -331,62 +368,171 @@ def _read(path):
         raise MergeError("cannot read %s: %s" % (path, error.strerror))
 
 
-def write_if_changed(path, content, validate=None):
-    """Replace ``path`` with ``content`` in one rename, keeping an existing file's mode and owner
-    (a new one gets 0600); ``validate`` is an argv run on the staged file first. True if changed."""
-    before = _read(path)
-    if before == content:
-        return False
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
+def make_parents(directory):
+    """Create ``directory`` and its missing parents with mode 0755, whatever the umask."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for new in reversed(missing):
+        os.mkdir(new)
+        os.chmod(new, DIRECTORY_MODE)
+
+
+def refusal(command, content, directory=None):
+    """Run ``command`` (an argv; its "%s" is the path, else the path is added at its end) on
+    ``content`` staged in a file of ``directory``: None if it accepts it, else its stderr on one
+    line."""
     fd, staged = tempfile.mkstemp(dir=directory, prefix=".ecs-imds-block.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
-        if before is not None:
+        argv = [staged if arg == "%s" else arg for arg in command]
+        check = subprocess.Popen(
+            argv if "%s" in command else argv + [staged], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = check.communicate()
+    finally:
+        os.unlink(staged)
+    return _text(err or out).strip().replace("\n", "; ") if check.returncode else None
+
+
+def replace(path, content, mode=None, expected=None):
+    """Put ``content`` at ``path`` in one rename from a file staged beside it: a reader sees the
+    old file or the new one, never part of one. An existing file keeps its owner, and its mode
+    unless ``mode`` is given; a new one gets ``mode`` or 0600. With ``expected``, the file must
+    still hold those bytes (what a merge read), else ChangedMeanwhile and nothing changes: a
+    line appended meanwhile (user data's ``echo >> ecs.config``) is never lost."""
+    make_parents(os.path.dirname(path))
+    fd, staged = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".ecs-imds-block.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        if expected is not None and (read(path) or b"") != expected:
+            raise ChangedMeanwhile(
+                "%s changed while it was merged, and was left as it is now; run again" % path
+            )
+        if os.path.exists(path):
             info = os.stat(path)
-            os.chmod(staged, info.st_mode & 0o7777)
+            os.chmod(staged, info.st_mode & 0o7777 if mode is None else mode)
             os.chown(staged, info.st_uid, info.st_gid)
         else:
-            os.chmod(staged, NEW_FILE_MODE)
-        if validate:
-            check = subprocess.Popen(validate + [staged], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _, err = check.communicate()
-            if check.returncode:
-                raise MergeError(
-                    "%s refused the merged %s, which is left as it was: %s"
-                    % (" ".join(validate), path, _text(err).strip().replace("\n", "; "))
-                )
+            os.chmod(staged, NEW_FILE_MODE if mode is None else mode)
         os.rename(staged, path)
         staged = None
     finally:
         if staged:
             os.unlink(staged)
+
+
+def write_if_changed(path, content, command=None, mode=None):
+    """``replace`` if ``path`` does not hold ``content`` already, after ``command`` (see
+    ``validate``) accepted it; True if it changed."""
+    if read(path) == content:
+        return False
+    refused = refusal(command, content, os.path.dirname(path) or ".") if command else None
+    if refused is not None:
+        raise MergeError(
+            "%s refused the merged %s, which is left as it was: %s" % (" ".join(command), path, refused)
+        )
+    replace(path, content, mode)
     return True
+
+
+# Rules in built-in chains are appended: loading a file again would add them a second time.
+_BUILT_IN = re.compile(rb"^-A (?:INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ")
+
+
+def _by_table(saved):
+    """(table, line) for every rule in a built-in chain of an iptables-save output."""
+    table, rules = None, []
+    for line in saved.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line.startswith(b"*"):
+            table = line[1:]
+        elif _BUILT_IN.match(line):
+            rules.append((table, line))
+    return rules
+
+
+def restore_input(rules, canonical, live):
+    """The input of one ``iptables-restore --noflush`` that loads ``rules`` (a rules file) with
+    no duplicates: after each table's header, the deletion of every live copy (in ``live``, an
+    iptables-save of the kernel now) of the rules the file adds to built-in chains. Those are
+    found by the kernel's own spelling of them, ``canonical``: an iptables-save of the file
+    loaded alone (empty when that was not possible: then nothing is deleted)."""
+    wanted = set(_by_table(canonical))
+    deletes = {}
+    for table, line in _by_table(live):
+        if (table, line) in wanted:
+            deletes.setdefault(table, []).append(b"-D" + line[2:] + b"\n")
+    out = []
+    for line in _lines(rules):
+        out.append(line if line.endswith(b"\n") else line + b"\n")
+        if line.startswith(b"*"):
+            out.extend(deletes.get(line.rstrip(b"\r\n")[1:], []))
+    return b"".join(out)
+
+
+def restore(family, path):
+    """Load the whole rules file ``path`` (``ecs-imds-block load``) in one --noflush commit that
+    first deletes every live copy of what it adds, so Docker's and ecs-init's rules stay, a chain
+    the file declares is replaced whole, and no reload leaves a duplicate. No temporary files:
+    at boot this runs beside systemd-tmpfiles-setup, which empties /tmp."""
+    ipt = "ip6tables" if family == "6" else "iptables"
+    rules = read(path)
+    if rules is None:
+        raise MergeError("cannot read %s" % path)
+    # The file loaded alone in a network namespace of its own, read back in the kernel's spelling.
+    try:
+        scratch = subprocess.Popen(
+            ["unshare", "-n", "--", "sh", "-c", '"$1"-restore -w && "$1"-save', "sh", ipt],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        canonical, _ = scratch.communicate(rules)
+        canonical = canonical if scratch.returncode == 0 else b""
+    except OSError:  # no unshare: nothing is deleted, and the load still happens
+        canonical = b""
+    live = subprocess.Popen([ipt + "-save"], stdout=subprocess.PIPE)
+    saved, _ = live.communicate()
+    if live.returncode:
+        raise MergeError("%s-save failed" % ipt)
+    load = subprocess.Popen([ipt + "-restore", "-w", "--noflush"], stdin=subprocess.PIPE)
+    load.communicate(restore_input(rules, canonical, saved))
+    if load.returncode:
+        raise MergeError("the kernel refused %s" % path)
 
 
 USAGE = (
     "usage: ecs-imds-block merge 4|6 FILE < RENDERED\n"
-    "       ecs-imds-block ecs-config FILE KEY=VALUE [KEY=VALUE ...]"
+    "       ecs-imds-block ecs-config FILE KEY=VALUE [KEY=VALUE ...]\n"
+    "       ecs-imds-block put FILE MODE < CONTENT\n"
+    "       ecs-imds-block restore 4|6 FILE"
 )
 
 
 def main(argv):
     """Exit 0 done, 1 refused or failed, 2 usage; one line on stderr when not 0."""
     stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    changed = False
     try:
         if len(argv) == 3 and argv[0] == "merge" and argv[1] in ("4", "6"):
             path = argv[2]
-            merged = merge_rules(_read(path) or b"", stdin.read(), path)
-            restore = "ip6tables-restore" if argv[1] == "6" else "iptables-restore"
-            changed = write_if_changed(path, merged, [restore, "-w", "--test"])
+            merged = merge_rules(read(path) or b"", stdin.read(), path)
+            restore_command = "ip6tables-restore" if argv[1] == "6" else "iptables-restore"
+            changed = write_if_changed(path, merged, [restore_command, "-w", "--test"])
         elif len(argv) >= 3 and argv[0] == "ecs-config":
             path = argv[1]
             settings = parse_settings(
                 [arg if isinstance(arg, bytes) else arg.encode("utf-8") for arg in argv[2:]]
             )
-            changed = write_if_changed(path, merge_ecs_config(_read(path) or b"", settings))
+            changed = write_if_changed(path, merge_ecs_config(read(path) or b"", settings))
+        elif len(argv) == 3 and argv[0] == "put" and re.match(r"^0[0-7]{3}$", argv[2]):
+            path = argv[1]
+            replace(path, stdin.read(), int(argv[2], 8))
+        elif len(argv) == 3 and argv[0] == "restore" and argv[1] in ("4", "6"):
+            path = argv[2]
+            restore(argv[1], path)
         else:
             sys.stderr.write(USAGE + "\n")
             return 2
