@@ -41,7 +41,7 @@ from moto_aws import PASSES, imds_defaults_stubbed, paging_like_aws, run_command
 from benchmarks.progress import log
 from golden_ami import audit, cli, layout, verify_hosts
 from golden_ami.aws import Aws
-from golden_ami.boothook import role_vars
+from golden_ami.boothook import names
 
 REGION = "eu-west-1"
 CLUSTER = "bench"
@@ -134,7 +134,7 @@ def _fleet(n: int) -> None:
     ssm.put_parameter(Name=latest, Value=golden, Type="String")
     ecs.create_cluster(clusterName=CLUSTER)
     backend = ecs_backends[DEFAULT_ACCOUNT_ID][REGION]
-    attribute = role_vars()["ecs_imds_block__attribute"]
+    attribute = names()["attribute"]
     options = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
     for start in range(0, n, 100):
         count = min(100, n - start)

@@ -13,7 +13,7 @@ import boto3
 
 from golden_ami import audit, cli, layout
 from golden_ami.aws import Aws
-from golden_ami.boothook import role_vars
+from golden_ami.boothook import names
 
 REGION = "eu-west-1"
 CALLER = "123456789012"  # moto's default account
@@ -74,7 +74,7 @@ def fleet(cluster: str, specs, session=None, group: str | None = None) -> list[s
         for start in range(0, len(ids), 20):  # AttachInstances takes at most 20
             autoscaling.attach_instances(AutoScalingGroupName=group, InstanceIds=ids[start : start + 20])
     golden = {i for (ami, *_), i in zip(_each(specs), ids, strict=True) if ami != BASE_AMI}
-    attribute = role_vars()["ecs_imds_block__attribute"]
+    attribute = names()["attribute"]
     enforced = []
     for instance_id in ids:
         document = json.dumps({"instanceId": instance_id, "region": REGION})
