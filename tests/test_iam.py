@@ -53,7 +53,13 @@ MODULE_POLICY = {
     "rollback": "publish-cleanup.json",
     "find": "publish-cleanup.json",
     "cleanup": "publish-cleanup.json",
-    "audit": "audit-readonly.json",
+    "audit.__init__": None,
+    "audit.command": "audit-readonly.json",  # sts:AssumeRole into each account
+    "audit.fetch": "audit-readonly.json",
+    "audit.launch_templates": "audit-readonly.json",
+    "audit.findings": None,  # the policy: asserted to call no AWS
+    "audit.model": None,
+    "audit.report": None,
     "verify_hosts": "audit-verify-hosts.json",
     "layout": "publish-cleanup.json",
     "aws": None,
@@ -281,7 +287,8 @@ def test_the_extractor_finds_the_calls_we_know_of():
     assert {"ssm:PutParameter", "ssm:GetParameter", "ssm:GetParametersByPath"} <= actions["layout"]
     assert {"ec2:DescribeImages", "ec2:DescribeLaunchTemplates", "autoscaling:DescribeLaunchConfigurations",
             "ec2:DeregisterImage", "ssm:DeleteParameter"} <= actions["cleanup"]  # fmt: skip
-    assert {"sts:AssumeRole", "ecs:DescribeContainerInstances", "ecs:ListClusters"} <= actions["audit"]
+    assert {"sts:AssumeRole"} <= actions["audit.command"]
+    assert {"ecs:DescribeContainerInstances", "ecs:ListClusters"} <= actions["audit.fetch"]
     assert actions["verify_hosts"] == {
         "ssm:DescribeInstanceInformation", "ssm:SendCommand", "ssm:ListCommandInvocations"
     }  # fmt: skip
