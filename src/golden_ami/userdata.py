@@ -51,27 +51,18 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--action", choices=ACTIONS, default="reject", help="reject (default) or drop")
     parser.add_argument("--no-ipv6", dest="ipv6", action="store_false", help="leave IPv6 unmanaged")
-    parser.add_argument(
-        # Named for the role's variables; the short spellings stay.
-        "--allowed-cidr",
-        "--allow",
-        dest="allow",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="CIDR",
-        help="IPv4 sources that may reach IMDS (ecs_imds_block_allowed_cidrs)",
-    )
-    parser.add_argument(
-        "--allowed-cidr-v6",
-        "--allow-v6",
-        dest="allow_v6",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="CIDR",
-        help="IPv6 sources that may reach IMDS (ecs_imds_block_allowed_cidrs_v6)",
-    )
+    # Named for the role's variables; the short spellings stay.
+    for suffix, family in (("", "IPv4"), ("_v6", "IPv6")):
+        parser.add_argument(
+            f"--allowed-cidr{suffix.replace('_', '-')}",
+            f"--allow{suffix.replace('_', '-')}",
+            dest=f"allow{suffix}",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="CIDR",
+            help=f"{family} sources that may reach IMDS (ecs_imds_block_allowed_cidrs{suffix})",
+        )
     parser.add_argument("--output", metavar="FILE", help="write the user data here (required with --json)")
 
 

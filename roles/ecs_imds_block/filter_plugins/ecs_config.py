@@ -10,24 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-# The key and value rules live in the role's module_utils/ecs_imds_block_merge.py, which the
-# merge on the host applies too (see imds_rules.py for why its folder goes on the path).
-_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.append(_MODULE_UTILS)
-import ecs_imds_block_merge as merge  # noqa: E402
-
-# Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
-# from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
-# Ansible's warnings on the CLI's stderr.
-if "ansible.plugins.loader" in sys.modules:
-    from ansible.errors import AnsibleFilterError
-else:
-
-    class AnsibleFilterError(ValueError):  # type: ignore[no-redef]
-        """Stand-in with the same name, so callers catch one exception type."""
-
-
 DOCUMENTATION = r"""
   name: ecs_config_settings
   short_description: Check ECS agent settings and render their values for ecs.config
@@ -68,6 +50,13 @@ RETURN = r"""
     description: The settings as C({KEY: rendered value}), in order.
     type: dict
 """
+
+# The role's module_utils folder, on the import path by name (see imds_rules.py).
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+sys.path.extend({_MODULE_UTILS} - set(sys.path))
+import ecs_imds_block_merge as merge  # noqa: E402
+
+AnsibleFilterError = merge.filter_error()  # Ansible's, when Ansible loaded the filter
 
 
 def _render_value(key, value):

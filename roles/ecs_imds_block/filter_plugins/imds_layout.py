@@ -14,23 +14,6 @@ import shlex
 import sys
 from pathlib import Path
 
-# See imds_rules.py: the role's module_utils folder, on the path by name.
-_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.append(_MODULE_UTILS)
-import ecs_imds_block_merge as merge  # noqa: E402
-
-# Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
-# from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
-# Ansible's warnings on the CLI's stderr.
-if "ansible.plugins.loader" in sys.modules:
-    from ansible.errors import AnsibleFilterError
-else:
-
-    class AnsibleFilterError(ValueError):  # type: ignore[no-redef]
-        """Stand-in with the same name, so callers catch one exception type."""
-
-
 DOCUMENTATION = r"""
   name: imds_layout
   short_description: The role's derived data for one OS, the managed families and its names
@@ -74,6 +57,14 @@ RETURN = r"""
         family; C(attribute_setting), the C(attribute:NAME=VALUE) argument of the merge.
     type: dict
 """
+
+# The role's module_utils folder, on the import path by name (see imds_rules.py).
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+sys.path.extend({_MODULE_UTILS} - set(sys.path))
+import ecs_imds_block_merge as merge  # noqa: E402
+
+AnsibleFilterError = merge.filter_error()  # Ansible's, when Ansible loaded the filter
+
 
 _OS_KEYS = {"packages", "package_installed", "cache_update", "persistence"}
 _NAMES = {"helper", "merge_helper", "docker_service", "ecs_service", "heal_unit", "dropin", "attribute"}

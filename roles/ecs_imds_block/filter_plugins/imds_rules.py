@@ -15,26 +15,6 @@ import re
 import sys
 from pathlib import Path
 
-# The role's module_utils/ecs_imds_block_merge.py is the one home of what the filters, the
-# module, the boothook and the loader share (here: the markers and the IMDS addresses). A role's
-# module_utils are on no import path of the controller, so its folder is put on one, by name: the
-# filters then share one module object under Ansible, in the golden-ami package and in tests.
-_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.append(_MODULE_UTILS)
-import ecs_imds_block_merge as merge  # noqa: E402
-
-# Ansible's own error class only when Ansible loaded this filter: importing ansible.errors
-# from the golden-ami CLI would read an ansible.cfg in the user's current folder and print
-# Ansible's warnings on the CLI's stderr.
-if "ansible.plugins.loader" in sys.modules:
-    from ansible.errors import AnsibleFilterError
-else:
-
-    class AnsibleFilterError(ValueError):  # type: ignore[no-redef]
-        """Stand-in with the same name, so callers catch one exception type."""
-
-
 DOCUMENTATION = r"""
   name: imds_rules
   short_description: Render the iptables-restore file that blocks IMDS for Docker bridge containers
@@ -91,6 +71,17 @@ RETURN = r"""
     description: The file, in iptables-save format, ending with a newline.
     type: str
 """
+
+# The role's module_utils/ecs_imds_block_merge.py is the one home of what the filters, the
+# module, the boothook and the loader share. A role's module_utils are on no import path of
+# the controller, so its folder goes on one, by name: the filters then share one module object
+# under Ansible, in the golden-ami package and in tests.
+_MODULE_UTILS = str(Path(__file__).resolve().parents[1] / "module_utils")
+sys.path.extend({_MODULE_UTILS} - set(sys.path))
+import ecs_imds_block_merge as merge  # noqa: E402
+
+AnsibleFilterError = merge.filter_error()  # Ansible's, when Ansible loaded the filter
+
 
 CHAIN = merge.CHAIN.decode()
 IMDS = {family: f"{address}/{32 if family == 4 else 128}" for family, address in merge.IMDS.items()}

@@ -94,6 +94,18 @@ class ChangedMeanwhile(MergeError):
     """A merged file changed between its read and its write; it was left as it is now."""
 
 
+def filter_error():
+    """The exception class the role's filters raise: Ansible's AnsibleFilterError when Ansible
+    loaded them, else MergeError (a ValueError). Importing ansible.errors from the golden-ami CLI
+    would read an ansible.cfg in the user's current folder and print Ansible's warnings on the
+    CLI's stderr."""
+    if "ansible.plugins.loader" in sys.modules:
+        from ansible.errors import AnsibleFilterError
+
+        return AnsibleFilterError
+    return MergeError
+
+
 def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
