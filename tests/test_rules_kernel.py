@@ -261,7 +261,7 @@ def test_a_file_the_kernel_refuses_still_loads_the_block_and_load_fails(netns, t
     Path(path).write_text(text)
     result = netns(str(HELPER), "load", "4", path, check=False)
     assert result.returncode == 1
-    assert f"ecs-imds-block: the kernel refused {path}; loading only its ecs_imds_block part" in result.stderr
+    assert f"ecs-imds-block: the kernel refused {path}; loaded only its ecs_imds_block part" in result.stderr
     assert netns(str(HELPER), "check", "4", path).returncode == 0
     assert "-A INPUT -j TEAM-INPUT" not in rule_set(netns, 4)  # nothing of the refused file
 
