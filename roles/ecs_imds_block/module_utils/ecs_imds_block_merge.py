@@ -437,9 +437,9 @@ def replace(path, content, mode=None, expected=None):
             os.unlink(staged)
 
 
-def write_if_changed(path, content, command=None, mode=None):
+def write_if_changed(path, content, command=None):
     """``replace`` if ``path`` does not hold ``content`` already, after ``command`` (see
-    ``validate``) accepted it; True if it changed."""
+    ``refusal``) accepted it; True if it changed."""
     if read(path) == content:
         return False
     refused = refusal(command, content, os.path.dirname(path) or ".") if command else None
@@ -447,7 +447,7 @@ def write_if_changed(path, content, command=None, mode=None):
         raise MergeError(
             "%s refused the merged %s, which is left as it was: %s" % (" ".join(command), path, refused)
         )
-    replace(path, content, mode)
+    replace(path, content)
     return True
 
 
