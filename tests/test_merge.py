@@ -8,7 +8,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from ecs_imds_block_merge import MergeError, effective_ecs_config, merge_ecs_config, merge_rules
+from ecs_imds_block_merge import (
+    MergeError,
+    effective_ecs_config,
+    merge_ecs_config,
+    merge_rules,
+    restore_input,
+)
 from imds_rules import imds_rules
 
 OURS = imds_rules(4).encode()
@@ -101,3 +107,26 @@ def test_the_agent_reads_the_block_after_the_merge_and_a_second_merge_changes_no
     assert effective_ecs_config(merged)[b"ECS_AWSVPC_BLOCK_IMDS"] == b"true"
     assert merge_ecs_config(merged, ON) == merged
     assert merged.startswith(existing.split(b"\n")[0])  # the rest of the file is still there
+
+
+# --- what a load deletes first (the loader's `load`) -------------------------------------------
+
+
+def test_a_load_deletes_every_live_copy_of_what_it_adds_to_built_in_chains_in_its_own_table():
+    filter_table = b":TEAM - [0:0]\n-A INPUT -j TEAM\n-A TEAM -j DROP\nCOMMIT\n"
+    rules = b"*filter\r\n" + filter_table + b"*nat\n-A PREROUTING -j X\nCOMMIT"
+    # The kernel's spelling, as iptables-save prints the file loaded alone.
+    canonical = b"*filter\n:INPUT ACCEPT [0:0]\n" + filter_table + b"*nat\n-A PREROUTING -j X\nCOMMIT\n"
+    live = (
+        b"*filter\n-A INPUT -j TEAM\n-A INPUT -j DOCKER\n-A INPUT -j TEAM\n-A FORWARD -j DOCKER-USER\n"
+        b"COMMIT\n*nat\n-A INPUT -j TEAM\n-A PREROUTING -j X\nCOMMIT\n"
+    )
+    assert restore_input(rules, canonical, live) == (
+        b"*filter\r\n-D INPUT -j TEAM\n-D INPUT -j TEAM\n" + filter_table
+        + b"*nat\n-D PREROUTING -j X\n-A PREROUTING -j X\nCOMMIT\n"
+    )  # fmt: skip
+
+
+def test_without_the_kernels_spelling_a_load_deletes_nothing():
+    rules = b"*filter\n-A INPUT -j TEAM\nCOMMIT\n"
+    assert restore_input(rules, b"", b"*filter\n-A INPUT -j TEAM\nCOMMIT\n") == rules
