@@ -28,7 +28,7 @@ TIMER = "ecs-imds-block-heal.timer"
 FILES = {4: "/etc/iptables/rules.v4", 6: "/etc/iptables/rules.v6"}  # Debian's
 TOOLS = {4: "iptables", 6: "ip6tables"}
 # The host's own firewall, as molecule/fixture/files/host-firewall-rules.v4 and .v6 hold it.
-TEAM_RULES = ["-A INPUT -j TEAM-INPUT", "-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP"]
+HOST_FIREWALL_RULES = ["-A INPUT -j TEAM-INPUT", "-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP"]
 FLUSH_RULESET = (
     "flush ruleset\ntable inet filter {\n  chain forward { type filter hook forward priority 0; }\n}\n"
 )
@@ -84,7 +84,7 @@ def assert_refused(host: LocalHost, when: str) -> None:
 def assert_host_firewall_live_once(host: LocalHost, when: str) -> None:
     for family, tool in TOOLS.items():
         live = host.run(tool, "-S").stdout.splitlines()
-        for rule in TEAM_RULES:
+        for rule in HOST_FIREWALL_RULES:
             assert live.count(rule) == 1, f"{when}: IPv{family} holds {rule!r} {live.count(rule)} times"
             assert rule in host.run("cat", FILES[family]).stdout.splitlines(), (
                 f"{when}: not in {FILES[family]}"

@@ -1,7 +1,6 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""`golden-ami user-data`: MIME user data that gives an ECS host not on the golden AMI the
-role's IMDS block.
+"""`golden-ami user-data`: MIME user data that gives an ECS host off the golden AMI the IMDS block.
 
 The output has three parts, in this order:
 
