@@ -36,7 +36,7 @@ PREFLIGHT = {
 }
 TOOLS = stage("tools")  # .venv is up to date: nothing to install
 DOCKER = stage("docker", "ensure-docker")
-IMAGES = stage("images", "build-base-images debian12 debian13 debian-sid")
+IMAGES = stage("images", "build-base-images debian12", "build-base-images --no-probe debian13 debian-sid")
 LINT = stage(
     "lint",
     "yamllint --strict .",
@@ -51,7 +51,11 @@ MOLECULE = [
     *stage("molecule"),
     *("==> molecule: debian12", "RUN: molecule test (debian12)"),
     *("==> molecule: debian-sid", "RUN: molecule test (debian-sid)"),
-    *("==> molecule: debian13", "RUN: molecule test --destroy=never (debian13)", "RUN: pytest -m molecule"),
+    *(
+        "==> molecule: debian13",
+        "RUN: molecule test --destroy=never (debian13)",
+        "RUN: pytest -m molecule --numprocesses 2",
+    ),
     "RUN: molecule syntax (al2023)",
 ]
 IMAGE = stage("image", "ROOT/.venv/bin/python -m local_image.make_image (PYTHONPATH=scripts)")
