@@ -125,20 +125,18 @@ class Parser:
             raise Unsupported(f"cannot read {self.peek()} in {self.source!r}")
         return value
 
-    def either(self) -> Any:
-        value = self.both()
-        while self.peek() == ("op", "||"):
-            self.take()
-            other = self.both()
-            value = value if truthy(value) else other
-        return value
+    def either(self) -> Any:  # a || b: a if truthy, else b
+        return self.chain("||", self.both, lambda value, other: value if truthy(value) else other)
 
-    def both(self) -> Any:
-        value = self.compare()
-        while self.peek() == ("op", "&&"):
+    def both(self) -> Any:  # a && b: b if a is truthy, else a
+        return self.chain("&&", self.compare, lambda value, other: other if truthy(value) else value)
+
+    def chain(self, op: str, operand, pick) -> Any:
+        """Operands of one precedence level joined by ``op``, left to right, each read whole."""
+        value = operand()
+        while self.peek() == ("op", op):
             self.take()
-            other = self.compare()
-            value = other if truthy(value) else value
+            value = pick(value, operand())
         return value
 
     def compare(self) -> Any:
