@@ -12,8 +12,8 @@ is blocked.
 - new connections per second: clients/connect_rate.py, N sequential connects.
 
 Two states, alternated in ABBA order so drift cancels, each ratio the median of the per-pair
-ratios: "with" is the role's chain, loaded by the role's own loader from the role's own files;
-"without" is DOCKER-USER holding only Docker's default RETURN.
+ratios: "with" is the role's block, loaded by the host program; "without" is its chain emptied,
+the jumps to it left.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from local_image.host import LocalHost
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
-from golden_ami.boothook import layout
+from golden_ami import boothook
 
 PEER = "169.254.169.10"  # on the imds namespace's 169.254.169.0/24, not 169.254.169.254
 IPERF_PORT = 5201
@@ -33,20 +33,20 @@ CONNECT_PORT = 5202
 
 
 def _role_files() -> tuple[str, list[dict]]:
-    """The loader and the rules files, as the role's vars name them (the golden image is Debian 12)."""
-    data = layout(True, "Debian-12")
-    return data["helper"], data["families"]
+    """The host program and its rules files, as the role configures them (the golden image is
+    Debian 12)."""
+    config = json.loads(boothook.config(boothook.settings(), "Debian-12"))
+    return config["program"], config["families"]
 
 
 def set_rules(host: LocalHost, loaded: bool) -> None:
-    helper, files = _role_files()
-    for entry in files:
-        ipt = "iptables" if entry["family"] == 4 else "ip6tables"
-        if loaded:
-            host.run(helper, "apply", str(entry["family"]), entry["path"])
-        else:
-            host.run(ipt, "-w", "-F", "DOCKER-USER")
-            host.run(ipt, "-w", "-A", "DOCKER-USER", "-j", "RETURN")
+    """With: the host program's block. Without: its chain emptied, the jumps to it left."""
+    program, families = _role_files()
+    if loaded:
+        host.run(program, "apply")
+        return
+    for entry in families:
+        host.run("iptables" if entry["family"] == 4 else "ip6tables", "-w", "-F", "ECS-IMDS-BLOCK")
 
 
 def _setup(host: LocalHost, image: str) -> str:

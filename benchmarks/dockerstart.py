@@ -34,7 +34,7 @@ from local_image.host import LocalHost, systemd_container
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
-from golden_ami.boothook import layout
+from golden_ami import boothook
 
 SCRIPT = fixture.CLIENTS / "docker_start.py"
 PARKED = "/root/ecs-imds-block-dropin.parked"  # outside docker.service.d: systemd reads none of it
@@ -47,9 +47,8 @@ RATIOS = ("wall_ms", "unit_ms")
 
 def dropin_path() -> str:
     """Where the role puts Docker's drop-in, as its vars name it."""
-    data = layout(True, "Debian-12")
-    (path,) = [unit["path"] for unit in data["units"] if unit["item"] == data["docker_service"]]
-    return path
+    units = boothook.names()["units"]
+    return f"/etc/systemd/system/{units['docker']}.d/{units['dropin']}"
 
 
 def _sample(host: LocalHost, state: str, dropin: str) -> dict:

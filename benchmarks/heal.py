@@ -27,7 +27,7 @@ from local_image.host import LocalHost, systemd_container
 
 from benchmarks import fixture, stats
 from benchmarks.progress import log
-from golden_ami.boothook import role_data
+from golden_ami import boothook
 
 SCRIPT = fixture.CLIENTS / "heal_time.py"
 TARGET_S = 5.0
@@ -59,9 +59,9 @@ def _window(host: LocalHost, seconds: float) -> float:
 
 
 def measure(golden: str, samples: int = 10, pairs: int = 3, window: float = 15.0) -> dict:
-    data = role_data(True)
-    timer = f"{data['ecs_imds_block__layout']['heal_unit']}.timer"
-    interval = float(data["ecs_imds_block_heal_interval"])
+    settings = boothook.settings()
+    timer = f"{boothook.names()['units']['heal']}.timer"
+    interval = float(settings["heal_interval"])
     with systemd_container(golden, prefix=f"{fixture.PREFIX}-heal") as host:
         if host.run("systemctl", "is-active", timer, check=False).stdout.strip() != "active":
             raise RuntimeError(f"{golden}: {timer} is not active: not converged with the role?")

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.json:
             print(json.dumps(result.data, indent=2, sort_keys=True, default=str))
+        elif result.raw:
+            sys.stdout.buffer.write(result.raw)
         elif result.text:
             print(result.text)
         sys.stdout.flush()

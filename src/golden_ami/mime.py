@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import base64
 import email
+import gzip
 import email.message
 import zlib
 from email.mime.multipart import MIMEMultipart
 
 from golden_ami.aws import UsageError
 
-MAX_BYTES = 16384  # EC2's limit on user data, before base64
+MAX_BYTES = 16384  # EC2's limit on user data, before base64; gzipped data counts as given
+# The most a team's gzipped user data may inflate to here: what fits in 16 KB gzipped, with room,
+# and a gzip bomb is refused after this much output, not after it fills the memory.
+MAX_INFLATED = 1 << 20
 BOUNDARY = "==ecs-imds-block-user-data=="
 
 # cloud-init's first-line prefixes (cloudinit.handlers.INCLUSION_TYPES_MAP): it lowercases
@@ -59,8 +63,8 @@ def content_type_of(payload: bytes) -> str | None:
 def existing_parts(data: bytes, source: str, filename: str) -> list[email.message.Message]:
     """The user's user data as parts, payloads unchanged; UsageError naming ``source`` if unusable.
 
-    Gzipped data is inflated at most to just above EC2's limit: a gzip bomb is refused after
-    MAX_BYTES + 1 bytes of output, not after it fills the memory.
+    Gzipped data is inflated to MAX_INFLATED bytes at most: a gzip bomb is refused after
+    MAX_INFLATED + 1 bytes of output, not after it fills the memory.
     """
     if len(data) > MAX_BYTES:
         raise UsageError(f"{source}: over {MAX_BYTES} bytes, EC2's limit on the whole user data")
@@ -69,13 +73,11 @@ def existing_parts(data: bytes, source: str, filename: str) -> list[email.messag
         while gzipped:  # one gzip member after another, as gzip.decompress reads them
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             try:
-                data += inflater.decompress(gzipped, MAX_BYTES + 1 - len(data))
+                data += inflater.decompress(gzipped, MAX_INFLATED + 1 - len(data))
             except zlib.error as exc:
                 raise UsageError(f"{source}: looks gzipped but does not decompress: {exc}") from exc
-            if len(data) > MAX_BYTES or inflater.unconsumed_tail:
-                raise UsageError(
-                    f"{source}: inflates to over {MAX_BYTES} bytes, EC2's limit on the whole user data"
-                )
+            if len(data) > MAX_INFLATED or inflater.unconsumed_tail:
+                raise UsageError(f"{source}: inflates to over {MAX_INFLATED} bytes")
             if not inflater.eof:
                 raise UsageError(f"{source}: looks gzipped but does not decompress: it is cut short")
             gzipped = inflater.unused_data.lstrip(b"\0")  # gzip allows zero padding after a member
@@ -150,9 +152,14 @@ def part(content_type: str | None, payload: bytes, filename: str | None) -> emai
     return message
 
 
+def gzipped(data: bytes) -> bytes:
+    """``data`` gzipped, as cloud-init inflates it; the same bytes for the same input (no mtime)."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
 def describe(data: bytes) -> list[dict]:
     """Content type and filename of each part of generated user data, in order."""
-    message = email.message_from_bytes(data)
+    message = email.message_from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
     return [
         {"content_type": part.get_content_type(), "filename": part.get_filename()}
         for part in message.walk()

@@ -13,6 +13,7 @@ class Result:
     data: Any
     lines: list[str] = field(default_factory=list)
     code: int = 0
+    raw: bytes = b""  # for stdout as it is, instead of ``lines``
 
     @property
     def text(self) -> str:

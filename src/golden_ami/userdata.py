@@ -1,32 +1,32 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""`golden-ami user-data`: MIME user data that gives an ECS host off the golden AMI the IMDS block.
+"""`golden-ami user-data`: gzipped MIME user data that gives an ECS host off the golden AMI the
+IMDS block. cloud-init inflates gzipped user data, and EC2 counts its 16 KB limit on the bytes it
+is given, so the whole archive is gzipped: the team's own parts get what the block leaves.
 
-The output has three parts, in this order:
+The archive has three parts, in this order:
 
-1. a ``text/cloud-boothook`` that writes what the ecs_imds_block role writes on Amazon Linux
-   2023 / 2 (the loader and its merge, the systemd drop-ins), merges the block into the rules
-   files (every other line of them stays), loads it, and only then installs the persistence
-   package, the one step that needs the network. cloud-init runs boothooks early on every boot,
-   before docker.service, so the script is idempotent; it fails closed (boothook.py).
+1. a ``text/cloud-boothook`` that installs the role's host program with its configuration and
+   runs its ``install``, as the role does, and only then installs the persistence package, the
+   one step that needs the network (boothook.py). cloud-init runs boothooks early on every boot,
+   before docker.service; it fails closed.
 2. the user's own user data (``--existing``), kept byte for byte; a MIME archive is merged
    part by part (mime.py).
-3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER``, ``ECS_AWSVPC_BLOCK_IMDS=true`` and the
-   ``ecs-imds-block=enforced`` attribute (in ``ECS_INSTANCE_ATTRIBUTES``) in
-   ``/etc/ecs/ecs.config``, merged as the role merges it. cloud-init runs scripts in the order
-   of their names, not of the parts, so a script of the user's may still rewrite the file after
+3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER`` in ``/etc/ecs/ecs.config`` with the
+   program, which sets the block's settings with it. cloud-init runs scripts in the order of
+   their names, not of the parts, so a script of the user's may still rewrite the file after
    it: ``ecs.service``'s drop-in sets the block again just before the agent starts.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
+import sys
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecs_imds_block.filter_plugins.imds_rules import ACTIONS
+from ecs_imds_block.filter_plugins.ecs_imds_block import ACTIONS
 
 from golden_ami import boothook, mime
 from golden_ami.aws import UsageError
@@ -62,13 +62,17 @@ def add_arguments(parser) -> None:
             metavar="CIDR",
             help=f"{family} sources that may reach IMDS (ecs_imds_block_allowed_cidrs{suffix})",
         )
-    parser.add_argument("--output", metavar="FILE", help="write the user data here (required with --json)")
+    parser.add_argument(
+        "--output", metavar="FILE", help="write the user data here (required with --json, or when stdout is a terminal)"
+    )
 
 
 def run(args, aws) -> Result:
     """Needs no AWS calls: ``aws`` is not used."""
     if args.json and not args.output:
         raise UsageError("user-data --json prints a summary on stdout: pass --output FILE for the user data")
+    if not args.output and sys.stdout.isatty():
+        raise UsageError("the user data is gzipped (binary): pass --output FILE, or redirect stdout to a file")
     check_cluster(args.cluster)
     existing = None
     if args.existing:  # just above EC2's limit: /dev/zero or a huge file is refused, not read whole
@@ -78,7 +82,7 @@ def run(args, aws) -> Result:
     )
     summary = {"bytes": len(data), "parts": mime.describe(data)}
     if not args.output:
-        return Result(summary, data.decode("ascii").removesuffix("\n").split("\n"))
+        return Result(summary, raw=data)
     output = Path(args.output)
     try:  # 0600: existing user data often holds secrets
         if not output.exists():
@@ -88,7 +92,7 @@ def run(args, aws) -> Result:
         output.write_bytes(data)
     except OSError as exc:
         raise UsageError(f"cannot write --output {args.output}: {exc.strerror}") from exc
-    LOG.info("wrote %d bytes of user data (%d parts) to %s", len(data), len(summary["parts"]), args.output)
+    LOG.info("wrote %d bytes of gzipped user data (%d parts) to %s", len(data), len(summary["parts"]), args.output)
     return Result(summary)
 
 
@@ -102,31 +106,28 @@ def build_user_data(
     *,
     source: str | None = None,
 ) -> bytes:
-    """The MIME multipart user data; UsageError on bad input or when over EC2's 16 KB."""
+    """The gzipped MIME archive; UsageError on bad input or when over EC2's 16 KB."""
     check_cluster(cluster)
-    rules = boothook.render_rules(action, ipv6, list(allow), list(allow_v6))
+    config = boothook.config(boothook.settings(action, ipv6, allow, allow_v6))
     source = source or "the existing user data"
-    # Gzipped: it carries the loader and the merge, and EC2 allows 16 KB in all. cloud-init
-    # decompresses an application/gzip part, then types it by its first line, #cloud-boothook.
-    hook = gzip.compress(boothook.script(rules, ipv6).encode(), mtime=0)
-    parts = [mime.part("application/gzip", hook, BOOTHOOK_NAME)]
-    if existing is not None:
-        parts += mime.existing_parts(existing, source, EXISTING_NAME)
-    script = boothook.ecs_config_script(cluster).encode()
-    parts.append(mime.part("text/x-shellscript", script, ECS_CONFIG_NAME))
-
-    names = [part.get_filename() for part in parts[1:-1]]
-    for ours in (BOOTHOOK_NAME, ECS_CONFIG_NAME):
-        if ours in names:
-            raise UsageError(f"{source}: a part is named {ours!r}, which the generated parts use; rename it")
-
-    data = mime.archive(parts)
+    ours = [
+        mime.part("text/cloud-boothook", boothook.script(config).encode(), BOOTHOOK_NAME),
+        mime.part("text/x-shellscript", boothook.ecs_config_script(cluster).encode(), ECS_CONFIG_NAME),
+    ]
+    theirs = mime.existing_parts(existing, source, EXISTING_NAME) if existing is not None else []
+    for part in theirs:
+        if part.get_filename() in (BOOTHOOK_NAME, ECS_CONFIG_NAME):
+            raise UsageError(
+                f"{source}: a part is named {part.get_filename()!r}, which the generated parts use; rename it"
+            )
+    data = mime.gzipped(mime.archive([ours[0], *theirs, ours[1]]))
     if len(data) > mime.MAX_BYTES:
-        theirs = sum(len(part.as_bytes()) for part in parts[1:-1])
+        alone = len(mime.gzipped(mime.archive(ours)))
         raise UsageError(
-            f"the user data would be {len(data)} bytes, over EC2's limit of {mime.MAX_BYTES} bytes (before "
-            f"base64): the existing user data takes {theirs} of them, the IMDS block {len(data) - theirs}; "
-            "shorten the existing user data, or have it fetch the rest (#include a URL)"
+            f"the user data would be {len(data)} bytes gzipped, over EC2's limit of {mime.MAX_BYTES} bytes (before "
+            f"base64): the IMDS block takes {alone} of them, so the existing user data may take at most "
+            f"{mime.MAX_BYTES - alone} bytes gzipped, and it takes about {len(data) - alone}; shorten it, or "
+            "have it fetch the rest (#include a URL)"
         )
     return data
 

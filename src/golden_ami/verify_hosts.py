@@ -2,10 +2,9 @@
 # Apache License 2.0
 """`golden-ami audit --verify-hosts`: is the block live on each container instance, now?
 
-The audit reads AMI IDs and metadata options; this runs the role's own `ecs-imds-block check`
-on the hosts themselves, through SSM Run Command (AWS-RunShellScript), with the loader
-arguments the host's docker.service drop-in gives it, so the same check that guards Docker's
-start answers here, for every family the host manages.
+The audit reads AMI IDs and metadata options; this runs the host program's own
+`ecs-imds-block check` on the hosts themselves, through SSM Run Command (AWS-RunShellScript), so
+the same check that guards the agent's start answers here, for every family the host manages.
 
 Each EC2 instance is reported as one of:
   - verified:   the check passed;
@@ -38,7 +37,7 @@ TIMEOUT_RANGE = (1, 3600)  # seconds; --verify-timeout
 DEFAULT_TIMEOUT = 120
 FIRST_POLL = 2.0  # seconds after the last SendCommand; the check itself takes well under one
 POLL = 5.0
-EXIT_NOT_INSTALLED = 3  # the host has no block: neither the loader nor docker.service's drop-in
+EXIT_NOT_INSTALLED = 3  # the host has no block: no host program
 
 VERIFIED, DRIFTED, UNMANAGED, TIMED_OUT = "verified", "drifted", "unmanaged", "timed_out"
 STATUSES = (VERIFIED, DRIFTED, UNMANAGED, TIMED_OUT)
@@ -59,24 +58,18 @@ class HostCheck:
 
 
 def remote_script() -> str:
-    """The shell that AWS-RunShellScript runs: the check, with the arguments of the host's
-    docker.service drop-in (its families and rules files), its output on stdout."""
-    from golden_ami.boothook import layout  # the role's data, read where it lives
+    """The shell that AWS-RunShellScript runs: the host program's own check, of every family its
+    configuration manages, its output on stdout."""
+    from golden_ami.boothook import names  # the role's data, read where it lives
 
-    data = layout(ipv6=True)  # the paths below are the same without IPv6
-    helper = data["helper"]
-    (dropin,) = [unit["path"] for unit in data["units"] if unit["item"] == data["docker_service"]]
-    prefix = f"ExecStartPre={helper} apply "
+    program = shlex.quote(names()["program"])
     return "\n".join(
         [
-            "set -f",
-            f"dropin={shlex.quote(dropin)}",
-            f"args=$(sed -n 's|^{prefix}||p' \"$dropin\" 2>/dev/null | head -n 1)",
-            f'if [ ! -x {shlex.quote(helper)} ] || [ -z "$args" ]; then',
-            f'  echo "ecs-imds-block is not installed (no {helper} or no $dropin)"',
+            f"if [ ! -x {program} ]; then",
+            f"  echo 'ecs-imds-block is not installed (no {names()['program']})'",
             f"  exit {EXIT_NOT_INSTALLED}",
             "fi",
-            f"exec {shlex.quote(helper)} check $args 2>&1",
+            f"exec {program} check 2>&1",
         ]
     )
 
