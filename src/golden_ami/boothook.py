@@ -55,7 +55,9 @@ def config(settings: dict, platform: str = PLATFORM) -> str:
         if not settings["ipv6"] and settings["allowed_cidrs_v6"]:
             filters.normalize_cidrs(settings["allowed_cidrs_v6"], 6)
             raise UsageError("--allowed-cidr-v6 has no effect with --no-ipv6: drop one of them")
-        return filters.ecs_imds_block_config(_vars(f"vars/{platform}.yml")["ecs_imds_block__os"], names(), settings)
+        return filters.ecs_imds_block_config(
+            _vars(f"vars/{platform}.yml")["ecs_imds_block__os"], names(), settings
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 

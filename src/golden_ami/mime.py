@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import email
-import gzip
 import email.message
+import gzip
 import zlib
 from email.mime.multipart import MIMEMultipart
 

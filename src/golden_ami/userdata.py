@@ -21,8 +21,8 @@ The archive has three parts, in this order:
 from __future__ import annotations
 
 import logging
-import sys
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +63,9 @@ def add_arguments(parser) -> None:
             help=f"{family} sources that may reach IMDS (ecs_imds_block_allowed_cidrs{suffix})",
         )
     parser.add_argument(
-        "--output", metavar="FILE", help="write the user data here (required with --json, or when stdout is a terminal)"
+        "--output",
+        metavar="FILE",
+        help="write the user data here (required with --json, or when stdout is a terminal)",
     )
 
 
@@ -72,7 +74,9 @@ def run(args, aws) -> Result:
     if args.json and not args.output:
         raise UsageError("user-data --json prints a summary on stdout: pass --output FILE for the user data")
     if not args.output and sys.stdout.isatty():
-        raise UsageError("the user data is gzipped (binary): pass --output FILE, or redirect stdout to a file")
+        raise UsageError(
+            "the user data is gzipped (binary): pass --output FILE, or redirect stdout to a file"
+        )
     check_cluster(args.cluster)
     existing = None
     if args.existing:  # just above EC2's limit: /dev/zero or a huge file is refused, not read whole
@@ -92,7 +96,9 @@ def run(args, aws) -> Result:
         output.write_bytes(data)
     except OSError as exc:
         raise UsageError(f"cannot write --output {args.output}: {exc.strerror}") from exc
-    LOG.info("wrote %d bytes of gzipped user data (%d parts) to %s", len(data), len(summary["parts"]), args.output)
+    LOG.info(
+        "wrote %d bytes of gzipped user data (%d parts) to %s", len(data), len(summary["parts"]), args.output
+    )
     return Result(summary)
 
 
@@ -124,10 +130,10 @@ def build_user_data(
     if len(data) > mime.MAX_BYTES:
         alone = len(mime.gzipped(mime.archive(ours)))
         raise UsageError(
-            f"the user data would be {len(data)} bytes gzipped, over EC2's limit of {mime.MAX_BYTES} bytes (before "
-            f"base64): the IMDS block takes {alone} of them, so the existing user data may take at most "
-            f"{mime.MAX_BYTES - alone} bytes gzipped, and it takes about {len(data) - alone}; shorten it, or "
-            "have it fetch the rest (#include a URL)"
+            f"the user data would be {len(data)} bytes gzipped, over EC2's limit of {mime.MAX_BYTES} bytes "
+            f"(before base64): the IMDS block takes {alone} of them, so the existing user data may take at "
+            f"most {mime.MAX_BYTES - alone} bytes gzipped, and it takes about {len(data) - alone}; shorten "
+            "it, or have it fetch the rest (#include a URL)"
         )
     return data
 

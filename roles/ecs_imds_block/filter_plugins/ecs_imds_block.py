@@ -102,7 +102,9 @@ SETTINGS = {
 def normalize_cidrs(cidrs, family):
     """The allowlist as the kernel prints its networks, duplicates removed."""
     if isinstance(cidrs, str) or not isinstance(cidrs, (list, tuple)):
-        raise AnsibleFilterError(f"imds_rules: the IPv{family} allowlist must be a list of CIDRs, got {cidrs!r}")
+        raise AnsibleFilterError(
+            f"imds_rules: the IPv{family} allowlist must be a list of CIDRs, got {cidrs!r}"
+        )
     parsed = []
     for cidr in cidrs:
         if not isinstance(cidr, str):
@@ -153,20 +155,27 @@ def ecs_imds_block_config(os_data, names, settings):
     if not isinstance(settings, dict) or missing:
         raise AnsibleFilterError(f"ecs_imds_block_config: settings lack {missing}: {settings!r}")
     for key, kind in SETTINGS.items():
-        if not isinstance(settings[key], kind) or kind is int and isinstance(settings[key], bool):
+        if not isinstance(settings[key], kind) or (kind is int and isinstance(settings[key], bool)):
             raise AnsibleFilterError(f"ecs_imds_block_{key} must be a {kind.__name__}, got {settings[key]!r}")
     if settings["action"] not in ACTIONS:
         raise AnsibleFilterError(f"imds_rules: action must be one of {ACTIONS}, got {settings['action']!r}")
     if not 1 <= settings["heal_interval"] <= 60:
-        raise AnsibleFilterError(f"ecs_imds_block_heal_interval must be 1-60 seconds, not {settings['heal_interval']}")
+        raise AnsibleFilterError(
+            f"ecs_imds_block_heal_interval must be 1-60 seconds, not {settings['heal_interval']}"
+        )
     owned = sorted(set(settings["ecs_settings"]) & set(OWNED))
     if owned:
         raise AnsibleFilterError(
             f"ecs_imds_block_ecs_settings sets {', '.join(owned)}; use {OWNED[owned[0]]} instead"
         )
     if not settings["ecs_config_path"].startswith("/"):
-        raise AnsibleFilterError(f"ecs_imds_block_ecs_config_path must be absolute: {settings['ecs_config_path']!r}")
-    allowed = {4: normalize_cidrs(settings["allowed_cidrs"], 4), 6: normalize_cidrs(settings["allowed_cidrs_v6"], 6)}
+        raise AnsibleFilterError(
+            f"ecs_imds_block_ecs_config_path must be absolute: {settings['ecs_config_path']!r}"
+        )
+    allowed = {
+        4: normalize_cidrs(settings["allowed_cidrs"], 4),
+        6: normalize_cidrs(settings["allowed_cidrs_v6"], 6),
+    }
     awsvpc = {"ECS_AWSVPC_BLOCK_IMDS": "true" if settings["awsvpc"] else "false"}
     attribute = names["attribute"]
     config = {
@@ -176,7 +185,12 @@ def ecs_imds_block_config(os_data, names, settings):
         "bridge": settings["bridge"],
         "action": settings["action"],
         "families": [
-            {"family": e["family"], "path": e["path"], "service": e["service"], "allowed": allowed[e["family"]]}
+            {
+                "family": e["family"],
+                "path": e["path"],
+                "service": e["service"],
+                "allowed": allowed[e["family"]],
+            }
             for e in os_data["persistence"]
             if e["family"] == 4 or settings["ipv6"]
         ],
@@ -205,7 +219,11 @@ def ecs_imds_block_program(source):
     drop = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if node is not tree and isinstance(node, ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node, clean=False):
+        if (
+            node is not tree
+            and isinstance(node, ast.ClassDef | ast.FunctionDef)
+            and ast.get_docstring(node, clean=False)
+        ):
             drop.update(range(body[0].lineno - 1, body[0].end_lineno))
     comments = {
         token.start[0] - 1: token.start[1]
@@ -247,7 +265,8 @@ def ecs_config_settings(settings, known_keys=(), allow_unknown=False):
     for key, value in settings.items():
         if not isinstance(key, str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
             raise AnsibleFilterError(
-                f"ecs_config: {key!r} is not a valid ecs.config key (upper-case letters, digits and underscores)"
+                f"ecs_config: {key!r} is not a valid ecs.config key "
+                "(upper-case letters, digits and underscores)"
             )
         if key not in known and not allow_unknown:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)

@@ -84,10 +84,12 @@ def main():
         with open(staged[name], "wb") as handle:
             handle.write(module.params[name].encode("utf-8"))
     argv = [sys.executable, staged["program"], "--config", staged["config"], "install", "--json"]
-    argv += ["--check"] * module.check_mode + ["--diff"] * module._diff + ["--no-load"] * (not module.params["load"])
+    argv += ["--check"] * module.check_mode + ["--diff"] * module._diff
+    argv += ["--no-load"] * (not module.params["load"])
     rc, out, err = module.run_command(argv)
-    if rc:
-        module.fail_json(msg=(err.strip().splitlines() or ["ecs-imds-block install exited %d" % rc])[-1], rc=rc)
+    if rc:  # the program's own one-line refusal, the last line it printed
+        lines = err.strip().splitlines() or ["ecs-imds-block install exited %d" % rc]
+        module.fail_json(msg=lines[-1], rc=rc)
     report = json.loads(out)
     module.exit_json(
         changed=bool(report["changed"] or report["done"]),
