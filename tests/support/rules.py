@@ -1,20 +1,20 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""A rendered rules file read back as iptables-restore reads it, for the property tests of the
-imds_rules filter: what the filter writes is checked here, not by the filter at run time."""
+"""Our part of a rules file read back as iptables-restore reads it, for the property tests of the
+role's filter and the host program: what they write is checked here, not by them at run time."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-CHAIN = "DOCKER-USER"
-JUMP = f"-I FORWARD 1 -j {CHAIN}"
-# A DOCKER-USER rule of the shapes the filter writes.
+CHAIN, USER = "ECS-IMDS-BLOCK", "DOCKER-USER"
+JUMPS = (f"-I {USER} 1 -j {CHAIN}", f"-I FORWARD 1 -j {USER}")
+# A rule of our chain, of the shapes the program writes.
 RULE = re.compile(
     rf"-A {CHAIN}"
     r"(?: -s (?P<source>[0-9a-f.:]+/[0-9]{1,3}))?"
-    r"(?: -d (?P<destination>[0-9a-f.:]+/[0-9]{1,3}))?"
+    r" -d (?P<destination>[0-9a-f.:]+/[0-9]{1,3})"
     r"(?: -p (?P<protocol>tcp))?"
     r" -j (?P<target>RETURN|REJECT|DROP)"
     r"(?: --reject-with (?P<reject_with>[a-z0-9-]+))?\Z"
@@ -23,10 +23,10 @@ RULE = re.compile(
 
 def parse_rules(text: str) -> dict:
     """Lines split at newlines only, blank lines and lines starting with ``#`` skipped, as
-    iptables-restore reads them. Returns ``{"tables", "chains", "forward", "rules", "commits"}``;
-    each ``DOCKER-USER`` rule is a dict of its source (an ip_network or None), destination,
+    iptables-restore reads them. Returns ``{"tables", "chains", "jumps", "rules", "commits"}``;
+    each rule of our chain is a dict of its source and destination (ip_network or None),
     protocol, target and reject-with. AssertionError, quoting the line, on any other line."""
-    parsed = {"tables": [], "chains": [], "forward": [], "rules": [], "commits": 0}
+    parsed = {"tables": [], "chains": [], "jumps": [], "rules": [], "commits": 0}
     for number, line in enumerate(text.split("\n"), start=1):
         if not line or line.startswith("#"):
             continue
@@ -37,13 +37,14 @@ def parse_rules(text: str) -> dict:
             parsed["chains"].append(line[1:])
         elif line == "COMMIT":
             parsed["commits"] += 1
-        elif line == JUMP:
-            parsed["forward"].append(line)
+        elif line in JUMPS:
+            parsed["jumps"].append(line)
         elif rule:
             fields = rule.groupdict()
-            if fields["source"] is not None:
-                fields["source"] = ipaddress.ip_network(fields["source"], strict=True)
+            for key in ("source", "destination"):
+                if fields[key] is not None:
+                    fields[key] = ipaddress.ip_network(fields[key], strict=True)
             parsed["rules"].append(fields)
         else:
-            raise AssertionError(f"line {number} {line!r} is not a rule the filter writes")
+            raise AssertionError(f"line {number} {line!r} is not a line the program writes")
     return parsed
