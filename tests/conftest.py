@@ -14,13 +14,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "ecs_imds_block"
-# The merge the role, the boothook and the loader share; the loader finds it through
-# ECS_IMDS_BLOCK_MERGE where it is not installed.
-MERGE = ROLE / "module_utils" / "ecs_imds_block_merge.py"
-sys.path.insert(0, str(ROLE / "filter_plugins"))
-sys.path.insert(0, str(ROLE / "module_utils"))  # the merge the role and the host share
 sys.path.insert(0, str(ROOT / "src"))  # golden_ami, also when not installed
 sys.path.insert(0, str(ROOT / "scripts"))  # the checkout tools: local_image, ami_preflight, moto_aws
+
+# The role is the package ecs_imds_block (pyproject.toml), and golden_ami imports its filters as
+# ecs_imds_block.filter_plugins.ecs_imds_block: its filter_plugins folder on sys.path would make
+# `ecs_imds_block` the filter module instead, and golden_ami.userdata would not import. A test that
+# imports a filter by its bare name (`from ecs_imds_block import ecs_imds_block_config`) gets the
+# package's own function.
+import ecs_imds_block.filter_plugins.ecs_imds_block as _role_filters  # noqa: E402
+
+for _name in ("ecs_imds_block_config", "ecs_imds_block_program", "ecs_config_settings", "normalize_cidrs"):
+    setattr(sys.modules["ecs_imds_block"], _name, getattr(_role_filters, _name))
 
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "ecs-imds-debian12:latest")
 
@@ -49,11 +54,13 @@ def netadmin() -> None:
 
 
 @pytest.fixture(scope="session")
-def cloud_init(request) -> Path:
-    """cloud-init's Python package: Debian's `cloud-init` .deb unpacked into the pytest cache."""
+def cloud_init(request, tmp_path_factory) -> Path:
+    """cloud-init's Python package: Debian's `cloud-init` .deb unpacked into the pytest cache, or,
+    with the cache off (-p no:cacheprovider), into this session's temporary folder."""
     from support.cloud_init import unpack
 
-    return unpack(Path(request.config.cache.mkdir("cloud-init")))
+    cache = getattr(request.config, "cache", None)
+    return unpack(Path(cache.mkdir("cloud-init")) if cache else tmp_path_factory.mktemp("cloud-init"))
 
 
 @pytest.fixture(scope="session")

@@ -171,12 +171,28 @@ def test_aws_configuration_errors_are_one_line_in_every_subcommand(tmp_path, sub
         (["find", "--os", "al2023", "--arch", "sparc"],
          "argument --arch: invalid choice: 'sparc' (choose from 'x86_64', 'arm64') "
          "(see golden-ami find --help)"),
+        (["user-data"], "the following arguments are required: --cluster (see golden-ami user-data --help)"),
+        (["user-data", "--cluster", "c", "--action", "accept"],
+         "argument --action: invalid choice: 'accept' (choose from 'reject', 'drop') "
+         "(see golden-ami user-data --help)"),
     ],
 )  # fmt: skip
 def test_usage_errors_are_one_line(argv, message, user_folder):
     env = {"PATH": os.environ["PATH"], "AWS_EC2_METADATA_DISABLED": "true"}
     result = golden_ami_cli(*argv, env=env, cwd=user_folder)
     assert (result.returncode, result.stderr, result.stdout) == (2, f"golden-ami: {message}\n", "")
+
+
+def test_user_data_through_the_executable_is_gzipped_on_a_pipe(tmp_path):
+    """The console script's stdout, a pipe: the gzipped user data, byte for byte what the
+    package builds, and nothing on stderr. No AWS configuration is read or needed."""
+    from golden_ami.userdata import build_user_data
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true"}
+    result = subprocess.run([executable(), "user-data", "--cluster", "prod"], capture_output=True, env=env,
+                            cwd=tmp_path, timeout=120)  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout[:2] == b"\x1f\x8b" and result.stdout == build_user_data("prod", None)
 
 
 def test_an_unexpected_error_is_one_line_and_minus_vv_shows_the_traceback(monkeypatch, capsys):

@@ -1,8 +1,9 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
 """`golden-ami user-data` against hostile and malformed input (issue 12): each case is refused
-before anything is written, with exit 2 and one line; the output file is 0600; the command
-runs whatever the AWS configuration is; a reader that goes away ends it quietly.
+before anything is written, with exit 2 and one line; the output file is 0600; the gzipped
+bytes go to stdout only when it is not a terminal; the command runs whatever the AWS
+configuration is; a reader that goes away ends it quietly.
 
 The subprocess cases run the installed CLI with a scrubbed environment: no AWS call is made,
 and instance metadata is turned off all the same.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from golden_ami import cli
-from golden_ami.mime import MAX_BYTES
+from golden_ami.mime import MAX_BYTES, MAX_INFLATED
 from golden_ami.userdata import build_user_data
 
 SCRIPT = b"#!/bin/sh\necho hello\n"
@@ -84,12 +86,12 @@ def golden_ami(*argv: str, **kwargs) -> subprocess.CompletedProcess:
          "imds_rules: 'fe80::1' overlaps fe80::/10, IMDS's own link-local network: "
          "no container source there may be allowlisted"),
         (["--existing", "{tmp}/bomb.gz"], {"bomb.gz": lambda: bomb(1 << 30)},
-         "{tmp}/bomb.gz: over 16384 bytes, EC2's limit on the whole user data"),
+         "{tmp}/bomb.gz: over 16384 bytes gzipped, EC2's limit on the whole user data"),
         (["--existing", "{tmp}/small-bomb.gz"], {"small-bomb.gz": lambda: bomb(15 << 20)},
-         "{tmp}/small-bomb.gz: inflates to over 16384 bytes, EC2's limit on the whole user data"),
-        (["--existing", "/dev/zero"], {}, "/dev/zero: over 16384 bytes, EC2's limit on the whole user data"),
-        (["--existing", "{tmp}/big.sh"], {"big.sh": SCRIPT + b"#" * MAX_BYTES},
-         "{tmp}/big.sh: over 16384 bytes, EC2's limit on the whole user data"),
+         "{tmp}/small-bomb.gz: inflates to over 1048576 bytes"),
+        (["--existing", "/dev/zero"], {}, "/dev/zero: over 1048576 bytes"),
+        (["--existing", "{tmp}/big.sh"], {"big.sh": SCRIPT + b"#" * MAX_INFLATED},
+         "{tmp}/big.sh: over 1048576 bytes"),
         (["--existing", "{tmp}/cut.gz"], {"cut.gz": gzip.compress(SCRIPT, mtime=0)[:-6]},
          "{tmp}/cut.gz: looks gzipped but does not decompress: it is cut short"),
         (["--existing", "{tmp}/tail.gz"], {"tail.gz": gzip.compress(SCRIPT, mtime=0) + b"junk"},
@@ -119,7 +121,7 @@ def test_refused_with_exit_2_and_one_line(tmp_path, user_folder, args, files, me
 
 
 def test_a_gzip_bomb_costs_neither_time_nor_memory(tmp_path):
-    """15 KB that inflate to 15 MB: refused after 16 KB of output, not after inflating it all."""
+    """15 KB that inflate to 15 MB: refused after 1 MiB of output, not after inflating it all."""
     (tmp_path / "bomb.gz").write_bytes(bomb(15 << 20))
     assert (tmp_path / "bomb.gz").stat().st_size <= MAX_BYTES
     argv = [sys.executable, "-m", "golden_ami.cli", "user-data", "--cluster", "prod"]
@@ -131,7 +133,7 @@ def test_a_gzip_bomb_costs_neither_time_nor_memory(tmp_path):
     child.returncode = os.waitstatus_to_exitcode(status)
     assert child.returncode == 2
     assert time.monotonic() - started < 10
-    # Python with boto3 imported, and 16 KB of output at most: far from 15 MB more than that.
+    # Python with boto3 imported, and 1 MiB of output at most: far from 15 MB more than that.
     baseline = subprocess.Popen([*argv, "--no-ipv6"], stdout=subprocess.DEVNULL, env=env(tmp_path))
     _, _, normal = os.wait4(baseline.pid, 0)
     baseline.returncode = 0
@@ -141,6 +143,56 @@ def test_a_gzip_bomb_costs_neither_time_nor_memory(tmp_path):
 def test_gzip_members_and_zero_padding_are_read_as_gzip_reads_them():
     twice = gzip.compress(b"#!/bin/sh\necho one\n") + b"\0\0" + gzip.compress(b"echo two\n")
     assert build_user_data("prod", twice) == build_user_data("prod", b"#!/bin/sh\necho one\necho two\n")
+
+
+def test_plain_user_data_over_16_kb_that_fits_gzipped_is_accepted(tmp_path):
+    """The whole archive is gzipped, so a team's 40 KB of plain cloud-config, which gzips to far
+    less than what the block leaves, fits; as it does when given gzipped."""
+    team = b"#cloud-config\nwrite_files:\n" + b"".join(
+        b"  - path: /etc/team/conf.d/%03d.conf\n    content: |\n      setting_%03d = on\n" % (n, n)
+        for n in range(700)
+    )
+    assert len(team) > 2 * MAX_BYTES
+    (tmp_path / "team.yaml").write_bytes(team)
+    (tmp_path / "team.yaml.gz").write_bytes(gzip.compress(team))
+    for name in ("team.yaml", "team.yaml.gz"):
+        argv = [
+            "user-data",
+            "--cluster",
+            "prod",
+            "--existing",
+            str(tmp_path / name),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+        result = golden_ami(*argv, env=env(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.decode().startswith("golden-ami: wrote "), result.stderr
+        assert (tmp_path / "out").read_bytes() == build_user_data("prod", team)
+    assert len(build_user_data("prod", team)) <= MAX_BYTES
+
+
+def test_binary_user_data_is_not_written_to_a_terminal(tmp_path):
+    """On a terminal (a pty here) stdout gets nothing and the refusal says what to do."""
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "golden_ami.cli", "user-data", "--cluster", "prod"],
+            stdout=terminal, stderr=subprocess.PIPE, env=env(tmp_path), timeout=120,
+        )  # fmt: skip
+        os.set_blocking(controller, False)
+        try:
+            written = os.read(controller, 65536)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        "golden-ami: the user data is gzipped (binary): pass --output FILE, or redirect stdout to a file\n",
+    )
+    assert written == b""
 
 
 # --- the output file ---------------------------------------------------------------------------
@@ -199,7 +251,6 @@ def test_a_closed_pipe_ends_quietly_with_141(tmp_path):
 
 
 def test_piped_to_head_no_traceback(tmp_path):
-    command = f"{sys.executable} -m golden_ami.cli user-data --cluster prod | head -n 1"
+    command = f"{sys.executable} -m golden_ami.cli user-data --cluster prod | head -c 2"
     result = subprocess.run(["sh", "-c", command], capture_output=True, env=env(tmp_path), timeout=120)
-    assert result.returncode == 0 and result.stdout.startswith(b"Content-Type: multipart/mixed")
-    assert result.stderr == b""
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"\x1f\x8b", b"")

@@ -12,30 +12,31 @@ Each case boots the user data through Debian's cloud-init package (unpacked by t
 fixture of conftest.py) in a throwaway container of the offline base image, with no
 network: the real Init stage (DataSourceNone serves the user data; UserDataProcessor and the
 default part handlers place the parts), then the package's own module sections, cut down to
-write-files (init stage) and scripts-user (final stage, `subp.runparts`). Then the exact
-ExecStartPre line of the role's rendered ecs.service drop-in runs, and ecs.config is read as
-the ECS agent reads it (`effective_ecs_config`).
+write-files (init stage) and scripts-user (final stage, `subp.runparts`). The host program is
+installed with the configuration the user data carries; the boothook is placed, not run (real
+boots run it: tests/test_boothook_host.py), so ecs.config is not there before the scripts. Then
+the `ecs-config` ExecStartPre line of the program's own ecs.service drop-in runs, and
+ecs.config is read as the ECS agent reads it (the program's `effective`, which
+tests/test_ecs_config*.py hold to ecs-init's reading).
 """
 
 from __future__ import annotations
 
-import gzip
+import json
 import shlex
-from pathlib import Path
 
 import pytest
-from ecs_imds_block_merge import effective_ecs_config
 from support.cloud_init import boot
-from support.user_data import leaves, payload
+from support.user_data import boothook_script, host_program, leaves, payload
 
 from golden_ami import boothook, userdata
 from golden_ami.userdata import build_user_data
 
 pytestmark = pytest.mark.docker
 
-ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
 ECS_DROPIN = "/etc/systemd/system/ecs.service.d/50-ecs-imds-block.conf"
-LOADER = "/usr/local/sbin/ecs-imds-block"
+PROGRAM = "/usr/local/sbin/ecs-imds-block"
+CONFIG = boothook.config(boothook.settings())
 OURS = userdata.ECS_CONFIG_NAME
 THEIRS = userdata.EXISTING_NAME
 BOOTHOOK = userdata.BOOTHOOK_NAME
@@ -53,16 +54,13 @@ WRITE_FILES = (
 
 
 def exec_start_pre() -> list[str]:
-    """The argv of the ecs-config ExecStartPre line of the role's rendered ecs.service drop-in.
-    The line before it, the check of the live block, is shown on real hosts
-    (tests/test_heal_host.py): this container has no firewall to check."""
-    dropin = boothook.render_dropins(True)[ECS_DROPIN]
+    """The argv of the ecs-config ExecStartPre line of the program's ecs.service drop-in. The
+    line before it, the check of the live block, is shown on real hosts
+    (tests/test_boothook_host.py): this container has no firewall to check."""
+    dropin = host_program().units(json.loads(CONFIG))[ECS_DROPIN]
     lines = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
-    assert len(lines) == 2 and f"{LOADER} check " in lines[0], dropin
-    lines = lines[1:]
-    argv = shlex.split(lines[0].removeprefix("ExecStartPre="))
-    assert argv[0] == LOADER, f"the drop-in's ExecStartPre is not a plain run of the loader: {lines[0]}"
-    return argv
+    assert lines == [f"ExecStartPre={PROGRAM} check", f"ExecStartPre={PROGRAM} ecs-config"], dropin
+    return shlex.split(lines[1].removeprefix("ExecStartPre="))
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +71,15 @@ def booted(cloud_init, docker_image, tmp_path_factory):
     def run(case: str) -> dict:
         if case not in done:
             data = build_user_data("prod", CASES[case][0])
-            done[case] = boot(cloud_init, docker_image, tmp_path_factory.mktemp(case), data, exec_start_pre())
+            work = tmp_path_factory.mktemp(case)
+            done[case] = boot(cloud_init, docker_image, work, data, exec_start_pre(), CONFIG)
         return done[case]
 
     return run
 
 
 ATTRIBUTES = 'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}\n'
-OURS_SET = "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n" + ATTRIBUTES
+OURS_SET = "ECS_AWSVPC_BLOCK_IMDS=true\nECS_CLUSTER=prod\n" + ATTRIBUTES
 ENFORCED = {"ECS_INSTANCE_ATTRIBUTES": '{"ecs-imds-block":"enforced"}'}
 OURS_READ = {"ECS_CLUSTER": "prod", "ECS_AWSVPC_BLOCK_IMDS": "true", **ENFORCED}
 MERGED_INTO_THEIRS = "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\nECS_AWSVPC_BLOCK_IMDS=true\n" + ATTRIBUTES
@@ -157,7 +156,7 @@ CASES = {
 
 
 def agent_reads(ecs_config: str) -> dict[str, str]:
-    return {key.decode(): value.decode() for key, value in effective_ecs_config(ecs_config.encode()).items()}
+    return host_program().effective(ecs_config)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -182,7 +181,7 @@ def test_the_part_handlers_place_the_parts(booted, case):
     team = CASES[case][0]
     data = build_user_data("prod", team)
     placed = booted(case)["placed"]
-    hook = gzip.decompress(payload(data, BOOTHOOK)).decode()
+    hook = boothook_script(data)
     assert hook.startswith("#cloud-boothook\n#!/bin/sh\n")
     assert placed["boothooks"] == {BOOTHOOK: hook.removeprefix("#cloud-boothook\n")}
     scripts = {OURS: payload(data, OURS).decode()}

@@ -67,12 +67,14 @@ def test_the_wheel_holds_the_cli_and_the_role_files_and_no_checkout_tool(install
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.split("/", 1)[0] for name in names if not name.startswith("ecs_imds_golden-")}
     assert packages == {"golden_ami", "ecs_imds_block"}
+    # What user-data renders from: the host program, the role's filters, its names and defaults,
+    # and Amazon Linux 2023's data.
     assert {
         "ecs_imds_block/files/ecs-imds-block",
-        "ecs_imds_block/module_utils/ecs_imds_block_merge.py",
-        "ecs_imds_block/filter_plugins/imds_rules.py",
-        "ecs_imds_block/templates/docker.conf.j2",
+        "ecs_imds_block/filter_plugins/ecs_imds_block.py",
+        "ecs_imds_block/vars/main.yml",
         "ecs_imds_block/vars/Amazon-2023.yml",
+        "ecs_imds_block/defaults/main.yml",
     } <= set(names)
 
 
@@ -93,12 +95,14 @@ def test_the_installed_golden_ami_writes_user_data_from_the_installed_role(insta
     argv = [bin_dir / "golden-ami", "user-data", "--cluster", "x"]
     result = subprocess.run(argv, capture_output=True, cwd=tmp_path, env=offline)
     assert result.returncode == 0, result.stderr.decode()
-    parts = [part for part in email.message_from_bytes(result.stdout).walk() if not part.is_multipart()]
+    archive = gzip.decompress(result.stdout)  # gzipped whole
+    parts = [part for part in email.message_from_bytes(archive).walk() if not part.is_multipart()]
     assert [part.get_filename() for part in parts] == [BOOTHOOK_NAME, ECS_CONFIG_NAME]
-    hook = gzip.decompress(parts[0].get_payload(decode=True)).decode()
+    hook = parts[0].get_payload(decode=True).decode()
     assert hook.startswith("#cloud-boothook\n")
-    assert boothook.loader() in hook, "the loader (without its comment lines), byte for byte"
-    assert b"ECS_CLUSTER=x ECS_AWSVPC_BLOCK_IMDS=true" in parts[1].get_payload(decode=True)
+    assert boothook.program() in hook, "the program as the role packs it, byte for byte"
+    assert boothook.config(boothook.settings()) in hook, "its configuration, byte for byte"
+    assert parts[1].get_payload(decode=True).endswith(b" ecs-config ECS_CLUSTER=x\n")
 
 
 COMMANDS = {"publish", "rollback", "find", "cleanup", "user-data", "audit"}

@@ -78,20 +78,36 @@ def script(config_text: str) -> str:
     then the persistence package, the one step that does. cloud-init runs boothooks at every
     boot, before docker.service, and only logs their failures: each step leaves the same result
     when run again, and a failed package step leaves the block loaded (docker.service's drop-in
-    loads it again at every start)."""
+    loads it again at every start).
+
+    It fails closed. If install refuses (it changes nothing then: a rules file the kernel
+    refuses, an ecs.config that ecs-init and systemd would read differently), Docker gets a
+    drop-in, at the path of the one install writes, that keeps it from starting and says why:
+    no container runs unprotected. The next boot's install, once the file is fixed, replaces it."""
     os_data = _vars(f"vars/{PLATFORM}.yml")["ecs_imds_block__os"]
     packages = " ".join(shlex.quote(name) for name in os_data["packages"])
-    services = " ".join(dict.fromkeys(shlex.quote(e["service"]) for e in json.loads(config_text)["families"]))
+    config = json.loads(config_text)
+    services = " ".join(dict.fromkeys(shlex.quote(e["service"]) for e in config["families"]))
+    units = config["units"]
+    dropin = shlex.quote(f"/etc/systemd/system/{units['docker']}.d/{units['dropin']}")
+    closed = (
+        "[Service]\nExecStartPre=/bin/sh -c 'echo ecs-imds-block: the boothook could not install the IMDS"
+        " block, see /var/log/cloud-init-output.log >&2; exit 1'\n"
+    )
     return (
         "#cloud-boothook\n#!/bin/sh\n"
         "# golden-ami user-data: the ecs_imds_block role's IMDS block, for an ECS host that is not on\n"
-        "# the golden AMI. Its host program's install loads the block before the package step.\n"
+        "# the golden AMI. The host program's install loads the block before the package step.\n"
         "set -u\numask 077\n"
         'fail() { echo "ecs-imds-block boothook: $*" >&2; exit 1; }\n'
         "dir=$(mktemp -d) || fail 'cannot make a temporary folder'\n"
         + _heredoc('"$dir/program"', program())
         + _heredoc('"$dir/config.json"', config_text)
-        + 'sh "$dir/program" --config "$dir/config.json" install || fail \'install failed (see above)\'\n'
+        + 'if ! sh "$dir/program" --config "$dir/config.json" install; then\n'
+        f"    mkdir -p \"$(dirname {dropin})\" && printf '%s' {shlex.quote(closed)} >{dropin}\n"
+        "    systemctl daemon-reload\n"
+        "    fail 'install failed (see above); docker.service will not start'\n"
+        "fi\n"
         'rm -rf "$dir"\n'
         f'missing=$(for name in {packages}; do {os_data["package_installed"]} || echo "$name"; done)\n'
         'if [ -n "$missing" ]; then\n'

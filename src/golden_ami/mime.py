@@ -17,8 +17,8 @@ from email.mime.multipart import MIMEMultipart
 from golden_ami.aws import UsageError
 
 MAX_BYTES = 16384  # EC2's limit on user data, before base64; gzipped data counts as given
-# The most a team's gzipped user data may inflate to here: what fits in 16 KB gzipped, with room,
-# and a gzip bomb is refused after this much output, not after it fills the memory.
+# The most a team's user data may be, as given or inflated: more than fits in 16 KB gzipped, and
+# a gzip bomb is refused after this much output, not after it fills the memory.
 MAX_INFLATED = 1 << 20
 BOUNDARY = "==ecs-imds-block-user-data=="
 
@@ -63,11 +63,16 @@ def content_type_of(payload: bytes) -> str | None:
 def existing_parts(data: bytes, source: str, filename: str) -> list[email.message.Message]:
     """The user's user data as parts, payloads unchanged; UsageError naming ``source`` if unusable.
 
-    Gzipped data is inflated to MAX_INFLATED bytes at most: a gzip bomb is refused after
-    MAX_INFLATED + 1 bytes of output, not after it fills the memory.
+    The whole archive is gzipped, so what counts against EC2's limit is the team's part gzipped
+    (userdata.build_user_data checks the total): plain data may be larger than 16 KB, up to
+    MAX_INFLATED. Gzipped data over 16 KB cannot fit; it is inflated to MAX_INFLATED bytes at
+    most: a gzip bomb is refused after MAX_INFLATED + 1 bytes of output, not after it fills the
+    memory.
     """
-    if len(data) > MAX_BYTES:
-        raise UsageError(f"{source}: over {MAX_BYTES} bytes, EC2's limit on the whole user data")
+    if data[:2] == b"\x1f\x8b" and len(data) > MAX_BYTES:
+        raise UsageError(f"{source}: over {MAX_BYTES} bytes gzipped, EC2's limit on the whole user data")
+    if len(data) > MAX_INFLATED:
+        raise UsageError(f"{source}: over {MAX_INFLATED} bytes")
     if data[:2] == b"\x1f\x8b":  # cloud-init decompresses gzipped user data
         gzipped, data = data, b""
         while gzipped:  # one gzip member after another, as gzip.decompress reads them

@@ -7,9 +7,9 @@ is given, so the whole archive is gzipped: the team's own parts get what the blo
 The archive has three parts, in this order:
 
 1. a ``text/cloud-boothook`` that installs the role's host program with its configuration and
-   runs its ``install``, as the role does, and only then installs the persistence package, the
-   one step that needs the network (boothook.py). cloud-init runs boothooks early on every boot,
-   before docker.service; it fails closed.
+   runs its ``install``, as the role does, loads the block, and only then installs the
+   persistence package, the one step that needs the network (boothook.py). cloud-init runs
+   boothooks early on every boot, before docker.service; it fails closed.
 2. the user's own user data (``--existing``), kept byte for byte; a MIME archive is merged
    part by part (mime.py).
 3. a ``text/x-shellscript`` that sets ``ECS_CLUSTER`` in ``/etc/ecs/ecs.config`` with the
@@ -79,8 +79,8 @@ def run(args, aws) -> Result:
         )
     check_cluster(args.cluster)
     existing = None
-    if args.existing:  # just above EC2's limit: /dev/zero or a huge file is refused, not read whole
-        existing = read_at_most(args.existing, mime.MAX_BYTES, "--existing")
+    if args.existing:  # at most MAX_INFLATED: /dev/zero or a huge file is refused, not read whole
+        existing = read_at_most(args.existing, mime.MAX_INFLATED, "--existing")
     data = build_user_data(
         args.cluster, existing, args.action, args.ipv6, args.allow, args.allow_v6, source=args.existing
     )

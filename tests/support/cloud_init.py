@@ -2,18 +2,21 @@
 # Apache License 2.0
 """cloud-init's own code, run on generated user data: Debian's `cloud-init` package unpacked
 (never installed), its user-data parser, and its Init and final stages booted in a container
-of the offline base image with no network.
+of the offline base image with no network. And, for real boots, the NoCloud seed of a host
+container of ecs-imds-debian12-cloud (Debian 12 with Debian's cloud-init installed).
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -112,11 +115,12 @@ def parse(cloud_init: Path, data: bytes, tmp_path: Path) -> list[tuple[str, str,
     return [(ctype, name, base64.b64decode(payload)) for ctype, name, payload in json.loads(result.stdout)]
 
 
-# Runs inside the container. The loader and its merge come from the repository: on the golden AMI
-# they are installed, elsewhere the boothook writes these same bytes (test_userdata checks that).
-# The boothook itself is placed by cloud-init's boothook handler, which then calls subp.subp on
-# it: that one call is recorded, not run (what the boothook does is covered by test_userdata and
-# the Molecule scenarios; here only its place in the order matters). Every other command runs.
+# Runs inside the container. The host program and its configuration come from the repository
+# and golden-ami: the boothook installs these same bytes (test_userdata checks that). The boothook
+# itself is placed by cloud-init's boothook handler, which then calls subp.subp on it: that one
+# call is recorded, not run (what the boothook does is shown by real boots, in
+# tests/test_boothook_host.py; here only its place in the order matters). Every other command
+# runs.
 DRIVER = textwrap.dedent(
     """
     # cloudinit.importer calls importlib.util.find_spec without importing importlib.util; the
@@ -148,11 +152,10 @@ DRIVER = textwrap.dedent(
     os.makedirs("/etc/cloud")
     shutil.copy("/in/cloud.cfg", "/etc/cloud/cloud.cfg")
     os.makedirs("/etc/ecs")  # ecs-init's directory, with no ecs.config in it yet
-    os.makedirs("/usr/local/lib/ecs-imds-block")
+    os.makedirs("/etc/ecs-imds-block")
     shutil.copy("/in/ecs-imds-block", "/usr/local/sbin/ecs-imds-block")
     os.chmod("/usr/local/sbin/ecs-imds-block", 0o755)
-    shutil.copy("/in/ecs_imds_block_merge.py", "/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py")
-    os.chmod("/usr/local/lib/ecs-imds-block/ecs_imds_block_merge.py", 0o644)
+    shutil.copy("/in/config.json", "/etc/ecs-imds-block/config.json")
 
     def ecs_config():
         try:
@@ -281,13 +284,17 @@ def cloud_cfg(cloud_init_dist: Path, user_data: bytes) -> str:
         assert set(names) <= set(cfg[section]), f"the package's {section} lacks {names}"
         cfg[section] = names
     cfg["datasource_list"] = ["None"]
-    cfg["datasource"] = {"None": {"userdata_raw": user_data.decode("ascii")}}
+    # Bytes: YAML's !!binary, which cloud-init reads back as the gzipped bytes it was given.
+    cfg["datasource"] = {"None": {"userdata_raw": user_data}}
     return yaml.safe_dump(cfg)
 
 
-def boot(cloud_init_dist: Path, image: str, work: Path, user_data: bytes, exec_start_pre: list[str]) -> dict:
+def boot(
+    cloud_init_dist: Path, image: str, work: Path, user_data: bytes, exec_start_pre: list[str], config: str
+) -> dict:
     """cloud-init's init and final stages on ``user_data``, then ``exec_start_pre`` (ecs.service's
-    ExecStartPre), in a container with no network; returns the driver's report."""
+    ExecStartPre), in a container with no network, the host program installed with ``config``;
+    returns the driver's report."""
     inputs, stubs, out = work / "in", work / "stubs", work / "out"
     for folder in (inputs, stubs, out):
         folder.mkdir()
@@ -295,8 +302,7 @@ def boot(cloud_init_dist: Path, image: str, work: Path, user_data: bytes, exec_s
     (inputs / "cloud.cfg").write_text(cloud_cfg(cloud_init_dist, user_data))
     (inputs / "case.json").write_text(json.dumps({"exec_start_pre": exec_start_pre}))
     (inputs / "ecs-imds-block").write_bytes((ROLE / "files" / "ecs-imds-block").read_bytes())
-    merge = ROLE / "module_utils" / "ecs_imds_block_merge.py"
-    (inputs / "ecs_imds_block_merge.py").write_bytes(merge.read_bytes())
+    (inputs / "config.json").write_text(config)
     for name, text in STUBS.items():
         (stubs / name).parent.mkdir(parents=True, exist_ok=True)
         (stubs / name).write_text(text)
@@ -326,3 +332,48 @@ def boot(cloud_init_dist: Path, image: str, work: Path, user_data: bytes, exec_s
     report = json.loads((out / "report.json").read_text())
     report["log"] = result.stderr
     return report
+
+
+# --- real boots: a host container of ecs-imds-debian12-cloud --------------------------------
+
+SEED = "var/lib/cloud/seed/nocloud"
+HOST_CFG = "etc/cloud/cloud.cfg.d/90-ecs-imds-test.cfg"
+# The test host's own cloud-init settings, beside Debian's packaged cloud.cfg, valid against
+# cloud-init's schema: the NoCloud seed only, so that no datasource looks for a metadata service on
+# the network (this machine has a real one); the network left as Docker made it (no renderer
+# rewrites eth0); no locale (the image has no locales package, so cc_locale would fail). The
+# image has no SSH server either: cc_ssh warns that it cannot make host keys, and goes on.
+HOST_CFG_TEXT = (
+    "#cloud-config\n"
+    "# Written by tests/support/cloud_init.py: a test host's cloud-init settings.\n"
+    "datasource_list: [ NoCloud ]\n"
+    "network: {config: disabled}\n"
+    'locale: "false"\n'
+)
+
+
+def seed(container: str, user_data: bytes, instance_id: str) -> None:
+    """Make the next boot of ``container`` an instance's first boot with ``user_data``: the NoCloud
+    seed (user-data as given, gzipped or not; meta-data with ``instance_id``) and HOST_CFG_TEXT
+    put in place, and cloud-init's state and logs cleared (`cloud-init clean --logs`)."""
+    meta_data = f"instance-id: {instance_id}\nlocal-hostname: {container}\n".encode()
+    files = [(f"{SEED}/user-data", user_data, 0o600), (f"{SEED}/meta-data", meta_data, 0o644)]
+    files.append((HOST_CFG, HOST_CFG_TEXT.encode(), 0o644))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in (SEED.rsplit("/", 1)[0], SEED):  # /var/lib/cloud and cloud.cfg.d are there
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, content, mode in files:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(content), mode
+            tar.addfile(info, io.BytesIO(content))
+    copy = subprocess.run(
+        ["docker", "cp", "-", f"{container}:/"], input=buffer.getvalue(), capture_output=True
+    )
+    assert copy.returncode == 0, f"cannot place the NoCloud seed: {copy.stderr.decode()}"
+    clean = subprocess.run(
+        ["docker", "exec", container, "cloud-init", "clean", "--logs"], capture_output=True
+    )
+    assert clean.returncode == 0, f"cloud-init clean --logs failed: {clean.stderr.decode()}"
