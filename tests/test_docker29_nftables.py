@@ -2,11 +2,13 @@
 # Apache License 2.0
 """Docker 29's nftables firewall backend, at the kernel. Docker 29 adds no DOCKER-USER: it
 keeps its rules in tables of its own, `ip docker-bridges` and `ip6 docker-bridges`, whose
-filter-FORWARD base chain accepts the bridge's outgoing traffic. In nftables an accept ends
-only its own base chain, so the block's reject in the iptables FORWARD chain (the same hook)
-still ends the packet. Shown here with Docker 29's tables as its documentation prints them
-(moby's integration/network/bridge/nftablesdoc, "new daemon"), written by hand in a host
-namespace where the block is loaded, and a container behind a real bridge.
+filter-FORWARD base chain accepts the bridge's outgoing traffic. The host program creates
+DOCKER-USER itself, with FORWARD's jump to it and its jump to ECS-IMDS-BLOCK. In nftables an
+accept ends only its own base chain, so the block's reject in the iptables FORWARD chain (the
+same hook) still ends the packet. Shown here with Docker 29's tables as its documentation prints
+them (moby's integration/network/bridge/nftablesdoc, "new daemon"), written by hand in a host
+namespace where the program loaded the block as the persistence service does at boot, before
+Docker, and a container behind a real bridge.
 
 Only namespaces made here are ever sent a packet: the fake IMDS answers in a namespace of its
 own, and the host namespace has no other route.
@@ -23,10 +25,9 @@ import time
 import uuid
 
 import pytest
-from conftest import MERGE, ROLE, ROOT
-from imds_rules import imds_rules
+from conftest import ROOT
+from support.program import PROGRAM, render
 
-HELPER = ROLE / "files" / "ecs-imds-block"
 FAKE_IMDS = ROOT / "molecule" / "fixture" / "files" / "fake-endpoint"
 IMDS = {4: "169.254.169.254", 6: "fd00:ec2::254"}
 
@@ -86,8 +87,10 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(params=("nft", "legacy"))
 def docker29_host(request, netadmin, tmp_path):
-    """A host namespace with the block loaded on one iptables backend and Docker 29's tables,
-    a container namespace on its docker0 bridge, and the fake IMDS in a third namespace."""
+    """A host namespace where the host program loaded the block on one iptables backend (its
+    configuration rendered by the role's filter, with rules files of the test's), then Docker
+    29's tables; a container namespace on its docker0 bridge, and the fake IMDS in a third
+    namespace."""
     if not shutil.which("nft"):
         pytest.fail("needs nft (Debian's nftables package): run through `make test` or .ci/run")
     tag = uuid.uuid4().hex[:6]
@@ -96,7 +99,7 @@ def docker29_host(request, netadmin, tmp_path):
     shims.mkdir()
     for tool, suffix in itertools.product(("iptables", "ip6tables"), ("", "-save", "-restore")):
         (shims / f"{tool}{suffix}").symlink_to(f"/usr/sbin/{tool}-{request.param}{suffix}")
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "ECS_IMDS_BLOCK_MERGE": str(MERGE)}
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
 
     def in_ns(name, *argv, check=True):
         result = subprocess.run(["ip", "netns", "exec", name, *argv], env=env, capture_output=True, text=True)
@@ -156,13 +159,11 @@ def docker29_host(request, netadmin, tmp_path):
             ["ip", "netns", "exec", imds, sys.executable, str(FAKE_IMDS), "imds", "::", "80"]
         )
 
-        # The block, as the role loads it; then Docker 29's tables, as the daemon writes them.
-        files = []
-        for family in (4, 6):
-            path = tmp_path / f"rules.v{family}"
-            path.write_text(imds_rules(family))
-            files += [str(family), str(path)]
-        in_ns(host, str(HELPER), "apply", *files)
+        # The block, as the persistence service loads it at boot (its rules files are new here);
+        # then Docker 29's tables, as the daemon writes them when it starts after that.
+        config = render(tmp_path / "host")
+        assert not in_ns(host, "iptables", "-w", "-S", "DOCKER-USER", check=False).stdout
+        in_ns(host, str(PROGRAM), "--config", str(config), "load")
         for family in ("ip", "ip6"):
             result = subprocess.run(
                 ["ip", "netns", "exec", host, "nft", "-f", "-"],
@@ -181,7 +182,7 @@ def docker29_host(request, netadmin, tmp_path):
         def probe(family):
             return in_ns(container, sys.executable, "-c", PROBE, IMDS[family]).stdout.strip()
 
-        yield in_ns, host, files, probe, request.param
+        yield in_ns, host, config, probe
     finally:
         if server:
             server.kill()
@@ -190,28 +191,34 @@ def docker29_host(request, netadmin, tmp_path):
             sh("ip", "netns", "del", name, check=False)
 
 
-def docker29(family: str) -> str:
-    return f"nftables, its tables {family} docker-bridges (Docker 29 and later)"
-
-
 def test_docker29s_tables_accept_the_bridges_traffic_yet_the_block_refuses_it(docker29_host):
-    in_ns, host, files, probe, backend = docker29_host
+    """The bridge's request is refused over both families; DOCKER-USER is the program's own
+    (Docker 29 adds none), FORWARD jumps to it and it to ECS-IMDS-BLOCK; docker.service's hook
+    after Docker's start finds nothing to repair, and the program's check passes."""
+    in_ns, host, config, probe = docker29_host
     for family in (4, 6):
         assert probe(family) == "refused", f"IPv{family}: a bridge container reached IMDS"
-    check = in_ns(host, str(HELPER), "check", *files)
-    spelled = {"nft": "nf_tables", "legacy": "legacy"}[backend]
-    assert check.stderr.splitlines() == [
-        f"ecs-imds-block: IPv4: iptables on {spelled}; Docker's firewall backend: {docker29('ip')}",
-        f"ecs-imds-block: IPv6: ip6tables on {spelled}; Docker's firewall backend: {docker29('ip6')}",
-    ]
+    for family, ipt in ((4, "iptables"), (6, "ip6tables")):
+        rules = in_ns(host, ipt, "-w", "-S").stdout.splitlines()
+        assert "-N DOCKER-USER" in rules, f"IPv{family}: the program did not create DOCKER-USER"
+        assert [r for r in rules if r.startswith("-A FORWARD ")] == ["-A FORWARD -j DOCKER-USER"], rules
+        assert [r for r in rules if r.startswith("-A DOCKER-USER ")] == [
+            "-A DOCKER-USER -j ECS-IMDS-BLOCK"
+        ], rules
+    # docker.service's ExecStartPost, once Docker 29 has written its tables: nothing to repair.
+    applied = in_ns(host, str(PROGRAM), "--config", str(config), "apply")
+    assert applied.stdout == "", applied.stdout
+    check = in_ns(host, str(PROGRAM), "--config", str(config), "check", check=False)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
 
 
 def test_without_the_blocks_rule_docker29s_tables_let_the_container_through(docker29_host):
     """The test above can fail: with the reject rules gone, the same probe reads IMDS."""
-    in_ns, host, _, probe, _ = docker29_host
+    in_ns, host, config, probe = docker29_host
     for family, ipt in ((4, "iptables"), (6, "ip6tables")):
-        rules = in_ns(host, ipt, "-w", "-S", "DOCKER-USER").stdout.splitlines()
-        for rule in rules:
+        for rule in in_ns(host, ipt, "-w", "-S", "ECS-IMDS-BLOCK").stdout.splitlines():
             if f"-d {IMDS[family]}/" in rule and "-j REJECT" in rule:
                 in_ns(host, ipt, "-w", *rule.replace("-A ", "-D ", 1).split())
         assert probe(family) == "reached", f"IPv{family}: Docker 29's tables did not forward the probe"
+    check = in_ns(host, str(PROGRAM), "--config", str(config), "check", check=False)
+    assert (check.returncode, check.stdout) == (1, "4\n6\n"), check

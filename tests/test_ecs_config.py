@@ -350,3 +350,27 @@ def test_a_line_appended_while_ecs_config_is_merged_is_never_lost(tmp_path):
     assert str(error.value) == f"{path} changed while it was merged; run again"
     assert path.read_text() == "ECS_CLUSTER=prod\nECS_LOGLEVEL=debug\n"
     assert [p.name for p in tmp_path.iterdir()] == ["ecs.config"]  # nothing staged is left
+
+
+@pytest.mark.parametrize(
+    ("text", "left"),
+    [
+        ('ECS_INSTANCE_ATTRIBUTES={"team":"web","ecs-imds-block":"enforced"}\n', '{"team":"web"}'),
+        ('ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}\n', "{}"),
+        # Someone else's value for the name is theirs: only ours is withdrawn.
+        ('ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"theirs"}\n', '{"ecs-imds-block":"theirs"}'),
+    ],
+)
+def test_with_the_attribute_off_ours_is_withdrawn_and_the_teams_stay(text, left):
+    """With the block or the attribute off, a host must not keep telling ECS it is enforced: tasks
+    placed by attribute:ecs-imds-block == enforced would land on a host without the block."""
+    merged = P.merge_ecs_config(text, [("ECS_AWSVPC_BLOCK_IMDS", "true")], ATTRIBUTE, on=False)
+    assert P.effective(merged)["ECS_INSTANCE_ATTRIBUTES"] == left
+    assert P.merge_ecs_config(merged, [("ECS_AWSVPC_BLOCK_IMDS", "true")], ATTRIBUTE, on=False) == merged
+
+
+def test_with_the_attribute_off_a_file_without_attributes_gets_none():
+    merged = P.merge_ecs_config(
+        "ECS_CLUSTER=prod\n", [("ECS_AWSVPC_BLOCK_IMDS", "true")], ATTRIBUTE, on=False
+    )
+    assert merged == "ECS_CLUSTER=prod\nECS_AWSVPC_BLOCK_IMDS=true\n"

@@ -203,6 +203,7 @@ def test_the_defaults_render_the_configuration_keys_sorted():
         "ecs_config": {
             "at_agent_start": {"ECS_AWSVPC_BLOCK_IMDS": "true"},
             "attribute": "ecs-imds-block=enforced",
+            "attribute_on": True,
             "path": "/etc/ecs/ecs.config",
             "settings": {"ECS_AWSVPC_BLOCK_IMDS": "true"},
         },
@@ -228,8 +229,8 @@ def test_the_defaults_render_the_configuration_keys_sorted():
     [
         ({"ipv6": False}, {"families": lambda c: [c["families"][0]]}),
         ({"action": "drop"}, {"action": lambda c: "drop"}),
-        ({"bridge": False}, {"bridge": lambda c: False, "ecs_config.attribute": lambda c: None}),
-        ({"attribute": False}, {"ecs_config.attribute": lambda c: None}),
+        ({"bridge": False}, {"bridge": lambda c: False, "ecs_config.attribute_on": lambda c: False}),
+        ({"attribute": False}, {"ecs_config.attribute_on": lambda c: False}),
         (
             {"awsvpc": False},
             {

@@ -821,6 +821,15 @@ def bad_config(case: str, good: dict) -> bytes | None:
     return fixed[case] if case in fixed else json.dumps({**good, **changed[case]}).encode()
 
 
+REFUSED_VALUES = {
+    "a setting with a newline": (
+        "the value of ECS_CLUSTER must be one line of printable text without backslashes, leading or "
+        "trailing blanks or a leading quote (ecs-init and systemd read those differently): 'a\\nb'"
+    ),
+    "an attribute with a blank": "not an ECS attribute NAME=VALUE: 'ecs-imds-block=en forced'",
+}
+
+
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_a_missing_or_bad_config_exits_2_in_one_line_naming_the_file(tmp_path, case):
     content = bad_config(case, json.loads(render(tmp_path / "good").read_text()))
@@ -832,9 +841,12 @@ def test_a_missing_or_bad_config_exits_2_in_one_line_naming_the_file(tmp_path, c
             ["sh", str(PROGRAM), "--config", str(path), verb], capture_output=True, text=True
         )
         assert (result.returncode, result.stdout) == (2, ""), (verb, result.stderr)
-        assert result.stderr.startswith(
-            f"ecs-imds-block: {path} is missing or not this program's configuration: "
-        )
+        if case in REFUSED_VALUES:  # the value's own refusal, after the file's name
+            assert result.stderr == f"ecs-imds-block: {path}: {REFUSED_VALUES[case]}\n"
+        else:
+            assert result.stderr.startswith(
+                f"ecs-imds-block: {path} is missing or not this program's configuration: "
+            )
         assert result.stderr.count("\n") == 1, result.stderr
 
 

@@ -3,19 +3,25 @@
 """The role's public API: defaults, argument specs, OS data and tags agree.
 
 meta/argument_specs.yml is the reference for the role's variables: defaults/main.yml holds the
-same defaults (the role's README's table is generated from the specs: tests/test_docs.py).
+same defaults (the role's README's table is generated from the specs: tests/test_docs.py), the
+role reads each of them, and the OS data of each platform renders, through the role's filter, the
+host program's configuration for both families.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
+import warnings
 
+import jinja2
+import jinja2.meta
 import pytest
 import yaml
 from conftest import ROLE
-from imds_layout import imds_layout
+from ecs_imds_block.filter_plugins.ecs_imds_block import ACTIONS, ecs_imds_block_config
 
 TASKS = ROLE / "tasks"
 PLATFORM = "platform.yml"
@@ -45,26 +51,86 @@ def test_internal_vars_use_the_double_underscore_prefix():
             assert name.startswith("ecs_imds_block__"), f"{path.name}: {name}"
 
 
+def test_the_argument_specs_choices_are_the_filters():
+    assert options()["ecs_imds_block_action"]["choices"] == list(ACTIONS)
+
+
+def templated(data) -> set[str]:
+    """The variables the Jinja templates of a parsed YAML document read (conditions included:
+    Ansible templates them the same way)."""
+    if isinstance(data, dict):
+        return set().union(set(), *(templated(value) for value in data.values()))
+    if isinstance(data, list):
+        return set().union(set(), *(templated(value) for value in data))
+    if not isinstance(data, str):
+        return set()
+    with warnings.catch_warnings():  # Jinja's lexer on a regex's \\d in a string literal
+        warnings.simplefilter("ignore", DeprecationWarning)
+        found = jinja2.meta.find_undeclared_variables(JINJA.parse(data))
+        if "{{" not in data and "{%" not in data:  # a `when:` is an expression
+            with contextlib.suppress(jinja2.TemplateSyntaxError):
+                found |= jinja2.meta.find_undeclared_variables(JINJA.parse(f"{{{{ {data} }}}}"))
+    return found
+
+
+class AnyName(dict):
+    """Jinja's filters or tests, where Ansible's are names too: the analysis only needs each
+    name to exist, and never calls it."""
+
+    def __contains__(self, name) -> bool:
+        return True
+
+    def get(self, name, default=None):
+        return super().get(name) or (lambda *args, **kwargs: None)
+
+
+# Autoescape only changes rendering, and these templates are only parsed.
+JINJA = jinja2.Environment(autoescape=True)
+JINJA.filters = AnyName(JINJA.filters)
+JINJA.tests = AnyName(JINJA.tests)
+
+
+def test_the_role_reads_every_variable_of_its_api():
+    """No variable of the argument specs is dead: vars/main.yml hands each to the filters that
+    render the host program's configuration, or a task reads it."""
+    read = templated(load("vars/main.yml"))
+    for path in sorted(TASKS.glob("*.yml")):
+        read |= templated(yaml.safe_load(path.read_text()))
+    assert set(options()) <= read, sorted(set(options()) - read)
+
+
 def test_each_supported_platform_has_its_vars_file_with_both_families():
+    """Each platform's OS data renders, through the role's filter, a configuration with both
+    families, or IPv4's alone without IPv6; and each family's file and persistence service."""
     platforms = load("vars/main.yml")["ecs_imds_block__platforms"]
     assert set(platforms) == {"Amazon-2023", "Amazon-2", "Debian-12", "Debian-13", "Debian-sid"}
     names = load("vars/main.yml")["ecs_imds_block__names"]
-    for platform in platforms:
+    defaults = load("defaults/main.yml")
+    settings = {name.removeprefix("ecs_imds_block_"): value for name, value in defaults.items()}
+    settings = {key: settings[key] for key in SETTINGS}
+
+    def families(platform, ipv6):
         data = load(f"vars/{platform}.yml")["ecs_imds_block__os"]
-        assert [entry["family"] for entry in imds_layout(data, names, True)["families"]] == [4, 6], platform
-        assert [entry["family"] for entry in imds_layout(data, names, False)["families"]] == [4], platform
-        assert data["packages"], platform
-    amazon = imds_layout(load("vars/Amazon-2023.yml")["ecs_imds_block__os"], names, True)
-    assert amazon["families"][0] == {
-        "family": 4,
-        "path": "/etc/sysconfig/iptables",
-        "service": "iptables.service",
-        "restore": "iptables-restore",
-        "imds": "169.254.169.254",
-    }
-    debian = imds_layout(load("vars/Debian-12.yml")["ecs_imds_block__os"], names, True)
-    assert debian["families"][1]["path"] == "/etc/iptables/rules.v6"
-    assert debian["services"] == ["netfilter-persistent.service"]
+        return json.loads(ecs_imds_block_config(data, names, {**settings, "ipv6": ipv6}))["families"]
+
+    for platform in platforms:
+        assert [entry["family"] for entry in families(platform, True)] == [4, 6], platform
+        assert [entry["family"] for entry in families(platform, False)] == [4], platform
+        assert load(f"vars/{platform}.yml")["ecs_imds_block__os"]["packages"], platform
+    assert families("Amazon-2023", True) == [
+        {"family": 4, "path": "/etc/sysconfig/iptables", "service": "iptables.service", "allowed": []},
+        {"family": 6, "path": "/etc/sysconfig/ip6tables", "service": "ip6tables.service", "allowed": []},
+    ]
+    debian = families("Debian-12", True)
+    assert [entry["path"] for entry in debian] == ["/etc/iptables/rules.v4", "/etc/iptables/rules.v6"]
+    assert {entry["service"] for entry in debian} == {"netfilter-persistent.service"}
+
+
+# The filter's settings and the role's variables they come from (vars/main.yml).
+SETTINGS = (
+    "bridge", "awsvpc", "ipv6", "attribute", "heal", "heal_interval", "action", "ecs_config_path",
+    "ecs_settings", "allowed_cidrs", "allowed_cidrs_v6",
+)  # fmt: skip
 
 
 def test_the_agent_key_list_is_one_sorted_key_a_line_and_holds_the_keys_we_document():
@@ -133,11 +199,9 @@ def task_names(path: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("concern", ["ecs_config", "files", "packages", "services"])
+@pytest.mark.parametrize("concern", ["install", "packages", "services"])
 def test_a_tag_runs_validation_and_its_concern_only(listed, concern):
     spec = load("meta/argument_specs.yml")["argument_specs"]["main"]["short_description"]
     want = {f"Validating arguments against arg spec 'main' - {spec}"}  # Ansible's own, always
     want |= task_names("validate.yml") | task_names(f"{concern}.yml")
-    if concern in ("ecs_config", "files"):  # ecs.config is written in files.yml's module run
-        want |= task_names("ecs_config.yml") | task_names("files.yml")
     assert listed(f"ecs_imds_block_{concern}") == want

@@ -43,12 +43,12 @@ ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
 SOURCE = ROLE / "files" / "ecs-imds-block"
 BOOTHOOK = ("text/cloud-boothook", "ecs-imds-block-boothook.sh")
 ECS_CONFIG = ("text/x-shellscript", "ecs-imds-block-ecs-config.sh")
-# What `golden-ami user-data --cluster c` takes, gzipped: 8,429 bytes measured on 2026-12-07
+# What `golden-ami user-data --cluster c` takes, gzipped: 8,686 bytes measured on 2026-12-07
 # (the boothook's own lines, the program packed without comments and docstrings, its
 # configuration). The issue's target was 6,144 bytes: not met. The budget below is what is
 # measured, with a little headroom for the program to grow; a team gets what is left of EC2's
 # 16,384 (docs/cli.md says the same).
-BUDGET = 8_600
+BUDGET = 8_800
 SCRIPT = b"#!/bin/bash\nset -e\necho 'hello from the old user data' >/tmp/old\n"
 CLOUD_CONFIG = b"#cloud-config\npackages:\n  - jq\nruncmd:\n  - [touch, /tmp/cloud-config-ran]\n"
 BOOTHOOK_PART = b"#cloud-boothook\n#!/bin/sh\necho early\n"

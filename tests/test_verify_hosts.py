@@ -4,7 +4,8 @@
 Run Command (scripts/moto_aws.py's run_command_stubbed: moto 5.2.5 has no
 DescribeInstanceInformation nor ListCommandInvocations). Each host is verified, drifted,
 unmanaged or timed out; the call counts are asserted; the polls run on a clock of the test's.
-The script the hosts run is run too, with the drop-in the role renders.
+The script the hosts run is run too: the host program's own check, installed with a configuration
+the role's filter renders, in a network namespace where the block is live, off or half off.
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ import shutil
 import subprocess
 
 import pytest
-from moto_aws import FAILS, GONE, OFFLINE, PASSES, SILENT, paging_like_aws, run_command_stubbed
+from moto_aws import (
+    DRIFT_OUTPUT,
+    FAILS,
+    GONE,
+    OFFLINE,
+    PASS_OUTPUT,
+    PASSES,
+    SILENT,
+    paging_like_aws,
+    run_command_stubbed,
+)
 from support.audit import fleet, golden_image, publish, run
+from support.program import PROGRAM, render
 
-from golden_ami import audit, boothook, cli, verify_hosts
+from golden_ami import audit, cli, verify_hosts
 from golden_ami.aws import UsageError
 
 # The audit's own calls for one named cluster of instances without an Auto Scaling group.
@@ -71,7 +83,7 @@ def test_a_host_whose_check_passes_is_verified_in_the_fewest_calls(stub):
 
     (record,) = result.data["instances"]
     assert record["host_check"]["status"] == "verified"
-    assert "Docker's firewall backend: iptables" in record["host_check"]["detail"]
+    assert record["host_check"]["detail"] == ""  # the check prints nothing when the block is live
     assert record["findings"] == []
     assert result.code == 0
     assert result.data["summary"]["verify_hosts"] == counts(verified=1)
@@ -113,10 +125,14 @@ def test_a_host_whose_check_fails_is_drifted_with_the_checks_line_and_a_finding(
 
     (record,) = result.data["instances"]
     assert record["host_check"]["status"] == "drifted"
-    assert record["host_check"]["detail"].endswith("; 4")  # the family the check found off
+    # The check's lines: why, then the family it found off.
+    assert record["host_check"]["detail"] == "ecs-imds-block: IPv4 ECS-IMDS-BLOCK is missing; 4"
     (finding,) = record["findings"]
     assert finding["key"] == audit.BLOCK_NOT_LIVE
-    assert finding["message"].startswith("IMDS block not live on the host: IPv4: iptables")
+    assert (
+        finding["message"]
+        == "IMDS block not live on the host: ecs-imds-block: IPv4 ECS-IMDS-BLOCK is missing; 4"
+    )
     assert result.data["summary"]["findings_by_key"][audit.BLOCK_NOT_LIVE] == 1
     assert result.data["summary"]["verify_hosts"]["drifted"] == 1
     assert (result.code, failing.code) == (0, 1)
@@ -229,52 +245,75 @@ def test_a_bad_timeout_is_refused_before_any_call(mocked, argv, message):
 
 @pytest.fixture
 def host_root(tmp_path):
-    """Run a script as a host would, in a mount namespace of its own where /etc/systemd/system
-    and /usr/local/sbin are folders of the test's; needs root, as CI runs."""
+    """Run a script as a host would, in a network namespace of its own (its filter tables empty)
+    and a mount namespace where /usr/local/sbin and /etc/ecs-imds-block are folders of the
+    test's: the program is installed there with the configuration the role's filter renders (its
+    rules files in the test's folder), unless ``installed`` is false. Needs root, as CI runs."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.fail("the remote script's test needs root and unshare (util-linux)")
-    units, sbin = tmp_path / "units", tmp_path / "sbin"
-    units.mkdir()
+    sbin, etc = tmp_path / "sbin", tmp_path / "etc"
     sbin.mkdir()
+    config = render(tmp_path / "host")
+    etc.mkdir()
+    shutil.copy(config, etc / "config.json")
 
-    def run_script(script: str) -> subprocess.CompletedProcess:
-        mounts = f"mount --bind {units} /etc/systemd/system && mount --bind {sbin} /usr/local/sbin"
-        inner = f'{mounts} && sh -c "$0"'
+    def run_script(script: str, before: str = "", installed: bool = True) -> subprocess.CompletedProcess:
+        if installed:
+            shutil.copy(PROGRAM, sbin / "ecs-imds-block")
+        mounts = f"mount --bind {sbin} /usr/local/sbin && mkdir -p /etc/ecs-imds-block"
+        mounts += f" && mount --bind {etc} /etc/ecs-imds-block"
+        inner = f'{mounts} && {{ {before or ":"}; }} >/dev/null && sh -c "$0"'
         return subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, script],
+            ["unshare", "--mount", "--propagation", "private", "--net", "sh", "-c", inner, script],
             capture_output=True,
             text=True,
             check=False,
-            timeout=30,
+            timeout=60,
         )
 
-    return units, sbin, run_script
+    return run_script
 
 
-def test_the_script_runs_the_check_with_the_drop_ins_arguments(host_root):
-    units, sbin, run_script = host_root
-    for path, content in boothook.render_dropins(ipv6=True).items():
-        target = units / path.removeprefix("/etc/systemd/system/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    helper = sbin / "ecs-imds-block"
-    helper.write_text('#!/bin/sh\necho "$@"\necho backend line >&2\nexit 1\n')
-    helper.chmod(0o755)
+def as_ssm_reports_it(done: subprocess.CompletedProcess) -> verify_hosts.HostCheck:
+    """The script's run as AWS-RunShellScript's invocation reports it, read by verify_hosts."""
+    status = "Success" if done.returncode == 0 else "Failed"
+    return verify_hosts._result(
+        {"Status": status, "CommandId": "c", "CommandPlugins": [{"Output": done.stdout}]}
+    )
 
-    done = run_script(verify_hosts.remote_script())
 
-    assert done.returncode == 1, done.stderr
-    loader_args = " ".join(boothook.layout(ipv6=True)["loader_args"])
-    assert done.stdout == f"check {loader_args}\nbackend line\n"
+def test_the_script_passes_where_the_block_is_live(host_root):
+    done = host_root(verify_hosts.remote_script(), before="/usr/local/sbin/ecs-imds-block load")
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, PASS_OUTPUT, "")
+    assert as_ssm_reports_it(done) == verify_hosts.HostCheck(verify_hosts.VERIFIED, "", "c")
+
+
+def test_the_script_names_each_family_that_is_off(host_root):
+    """Without the block (a host whose kernel holds none), both families; with IPv4's chain gone,
+    IPv4 alone, as the audit's stand-in fleet (scripts/moto_aws.py) reports a drifted host."""
+    nothing = host_root(verify_hosts.remote_script())
+    ipv4_off = host_root(
+        verify_hosts.remote_script(),
+        before="/usr/local/sbin/ecs-imds-block load && iptables -w -F ECS-IMDS-BLOCK"
+        " && iptables -w -D DOCKER-USER -j ECS-IMDS-BLOCK && iptables -w -X ECS-IMDS-BLOCK",
+    )
+
+    assert (nothing.returncode, nothing.stderr) == (1, "")
+    assert nothing.stdout == DRIFT_OUTPUT + "ecs-imds-block: IPv6 ECS-IMDS-BLOCK is missing\n6\n"
+    assert (ipv4_off.returncode, ipv4_off.stdout, ipv4_off.stderr) == (1, DRIFT_OUTPUT, "")
+    check = as_ssm_reports_it(ipv4_off)
+    assert (check.status, check.detail) == (
+        verify_hosts.DRIFTED,
+        "ecs-imds-block: IPv4 ECS-IMDS-BLOCK is missing; 4",
+    )
 
 
 def test_the_script_says_when_the_host_has_no_block(host_root):
-    _, _, run_script = host_root
-
-    done = run_script(verify_hosts.remote_script())
+    done = host_root(verify_hosts.remote_script(), installed=False)
 
     assert done.returncode == verify_hosts.EXIT_NOT_INSTALLED
-    assert done.stdout.startswith("ecs-imds-block is not installed")
+    assert done.stdout == "ecs-imds-block is not installed (no /usr/local/sbin/ecs-imds-block)\n"
 
 
 def test_each_account_is_verified_with_its_own_ssm_client(stub, tmp_path):

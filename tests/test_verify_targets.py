@@ -221,6 +221,7 @@ SAFE = {
         "include_vars",
         "include_role",
         "include_tasks",
+        "import_tasks",
         "stat",
     )
 }
@@ -231,17 +232,18 @@ KEYWORDS = {
 }  # fmt: skip
 
 
-def actions(tasks) -> set[str]:
-    """The actions of tasks, blocks opened, and of the role task files they include."""
+def actions(tasks, base: Path | None = None) -> set[str]:
+    """The actions of tasks, blocks opened, and of the role task files they include (and those
+    files' own imports, relative to the role's tasks folder ``base``)."""
     found = set()
     for task in tasks_of(tasks):
         (action,) = set(task) - KEYWORDS or {"block"}
         found.add(action)
         if action == "ansible.builtin.include_role":
-            role = (
-                ROOT / "roles" / task[action]["name"] / "tasks" / task[action].get("tasks_from", "main.yml")
-            )
-            found |= actions(load(role))
+            folder = ROOT / "roles" / task[action]["name"] / "tasks"
+            found |= actions(load(folder / task[action].get("tasks_from", "main.yml")), folder)
+        elif action in INCLUDES and base is not None:
+            found |= actions(load(base / include_name(task)), base)
     return found - {"block"}
 
 
@@ -377,32 +379,20 @@ def before_rounds() -> list[dict]:
 
 
 def test_the_fixture_target_is_the_default_and_runs_its_rounds_unchanged(evaluated):
+    """Without verify_target verify runs the fixture's rounds: every file of rounds-fixture, in
+    the order of their names, and every check but the two that need a real EC2 instance."""
     assert evaluated[None] == evaluated["fixture"], "without verify_target, verify runs the fixture's"
     rounds = evaluated["fixture"]["rounds"]
-    assert {path.parent for path in rounds} == {VERIFY_DIR / "rounds-fixture"}
-    assert [p.name for p in rounds] == [
-        "00-setup.yml",
-        "10-ecs-config.yml",
-        "20-after-converge.yml",
-        "30-restart-persistence.yml",
-        "35-restart-persistence-ten-times.yml",
-        "40-restart-docker.yml",
-        "50-docker-started-alone.yml",
-        "55-reboot.yml",
-        "60-rerun-role.yml",
-        "70-user-data-rewrites-ecs-config.yml",
-    ]
+    assert rounds == sorted((VERIFY_DIR / "rounds-fixture").glob("*.yml"))
+    assert [p.name for p in rounds][:3] == ["00-setup.yml", "10-ecs-config.yml", "20-after-converge.yml"]
     files = reached("fixture", evaluated)
     assert names(files, SUITES) == {"fixture.yml"}
-    assert names(files, CHECKS) == {
-        "fixture-boot.yml",
-        "containers.yml",
-        "fixture-host-imds.yml",
-        "rules.yml",
-        "fixture-host-firewall.yml",
-        "ecs-config.yml",
-    }
+    assert names(files, CHECKS) == {p.name for p in CHECKS.glob("*.yml")} - EC2_ONLY
     assert names(files, PROBE) == set(), "prepare loads the fixture's probe image"
+
+
+# The checks that need a real EC2 instance: IMDSv2 of the real IMDS, and ecs-init's DNAT.
+EC2_ONLY = {"host-imds-v2.yml", "task-credentials.yml"}
 
 
 def test_the_ec2_target_runs_the_shared_checks_and_its_own_not_the_fixtures(evaluated):
@@ -469,6 +459,61 @@ def test_the_shared_checks_take_everything_target_specific_from_verify_variables
     ec2_setup = load(VERIFY_DIR / "rounds-ec2" / "00-setup.yml")
     defined = {k for t in tasks_of(ec2_setup) for k in t.get("ansible.builtin.set_fact", {})}
     assert "verify_probes" in defined
+
+
+def test_verify_reads_the_host_programs_configuration_as_the_role_renders_it(controller):
+    """verify decides nothing the role decides: its variables come from the configuration the
+    role's own validate.yml renders for the host's facts and the play's variables (the fixture's,
+    and IPv6 off), the same the filter renders for them."""
+    from ecs_imds_block.filter_plugins.ecs_imds_block import ecs_imds_block_config
+
+    fixture = {k: v for k, v in load(FIXTURE_VARS).items() if k.startswith("ecs_imds_block_")}
+    cases = {"fixture": fixture, "no-ipv6": {**fixture, "ecs_imds_block_ipv6": False}}
+    want = ["verify_config", "verify_families", "verify_services", "verify_imds", "verify_attribute_setting"]
+    results = controller.run(before_rounds(), cases=cases, play_vars=verify_play()["vars"], want=want)
+    names = load(ROOT / "roles" / "ecs_imds_block" / "vars" / "main.yml")["ecs_imds_block__names"]
+    os_data = load(ROOT / "roles" / "ecs_imds_block" / "vars" / "Debian-12.yml")["ecs_imds_block__os"]
+    defaults = load(ROOT / "roles" / "ecs_imds_block" / "defaults" / "main.yml")
+    for case, role_vars in cases.items():
+        result = results[case]
+        assert result.ok, result.failures
+        values = {k.removeprefix("ecs_imds_block_"): v for k, v in {**defaults, **role_vars}.items()}
+        settings = {k: values[k] for k in ROLE_SETTINGS}
+        assert result.values["verify_config"] == json.loads(ecs_imds_block_config(os_data, names, settings))
+        families = [4, 6] if case == "fixture" else [4]
+        assert [entry["family"] for entry in result.values["verify_families"]] == families
+        assert [entry["path"] for entry in result.values["verify_families"]] == [
+            f"/etc/iptables/rules.v{family}" for family in families
+        ]
+        assert result.values["verify_services"] == ["netfilter-persistent.service"]
+        assert result.values["verify_imds"] == {"4": "169.254.169.254", "6": "fd00:ec2::254"}
+        assert (
+            result.values["verify_attribute_setting"]
+            == 'ECS_INSTANCE_ATTRIBUTES={"ecs-imds-block":"enforced"}'
+        )
+
+
+def test_verify_evaluates_its_variables_with_each_of_the_roles_switches_off(controller):
+    """Molecule's can-fail test converges with ecs_imds_block_bridge=false, and a team may turn the
+    attribute or IPv6 off: verify's setup must still evaluate, so that its checks, not its own
+    variables, say what is off (bridge off turns the attribute off too)."""
+    cases = {
+        "bridge-off": {"ecs_imds_block_bridge": False},
+        "attribute-off": {"ecs_imds_block_attribute": False},
+        "ipv6-off": {"ecs_imds_block_ipv6": False},
+    }
+    want = ["verify_config", "verify_families", "verify_imds", "verify_attribute_setting"]
+    results = controller.run(before_rounds(), cases=cases, play_vars=verify_play()["vars"], want=want)
+    for case, result in results.items():
+        assert result.ok, (case, result.failures)
+        assert result.values["verify_config"]["ecs_config"]["attribute"] is None or case == "ipv6-off"
+
+
+# The role's variables the filter renders the configuration from, by the filter's names.
+ROLE_SETTINGS = (
+    "bridge", "awsvpc", "ipv6", "attribute", "heal", "heal_interval", "action", "ecs_config_path",
+    "ecs_settings", "allowed_cidrs", "allowed_cidrs_v6",
+)  # fmt: skip
 
 
 # --- what the ec2 checks do ------------------------------------------------------------------------

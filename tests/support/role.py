@@ -1,6 +1,13 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""The files the ecs_imds_block role writes, as its own tasks render them, without a host."""
+"""What the ecs_imds_block role hands its module, as its own tasks render it, without a host.
+
+The role's whole host side is one module run (tasks/install.yml: ecs_imds_block_install), whose
+arguments are the host program as hosts get it and its configuration. Here the role's own
+validate.yml and install.yml run on the controller with a host's facts made up, in a copy of the
+role whose every file is the real one (linked) but for the module: a stand-in with the same
+arguments, which changes nothing and returns what it was handed.
+"""
 
 from __future__ import annotations
 
@@ -11,66 +18,85 @@ import sys
 from pathlib import Path
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "ecs_imds_block"
+MODULE = "ecs_imds_block_install"
+# Amazon Linux 2023's facts, in place of gathering this machine's: the platform the user data
+# is for (golden_ami.boothook.PLATFORM).
+AMAZON_LINUX_2023 = {
+    "distribution": "Amazon",
+    "distribution_major_version": "2023",
+    "distribution_version": "2023",
+}
+
+# The stand-in module: the real one's arguments, checked by AnsibleModule as the real one's are.
+STAND_IN = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+
+module = AnsibleModule(
+    argument_spec=dict(
+        program=dict(type="str", required=True),
+        config=dict(type="str", required=True),
+        load=dict(type="bool", default=True),
+    ),
+    supports_check_mode=True,
+)
+module.exit_json(changed=False, handed=module.params)
+"""
 
 
-def rendered_files(ansible_playbook: str, out: Path) -> dict[bool, dict[str, tuple[str, str]]]:
-    """path -> (mode, content) of every file the role writes on Amazon Linux 2023, for IPv6 on
-    and off, as the role's own tasks render them: validate.yml, then files.yml in check mode,
-    which writes nothing here and ends the play before the reload handler."""
-    # Amazon Linux 2023's facts, in place of gathering this machine's.
-    facts = {"distribution": "Amazon", "distribution_major_version": "2023", "distribution_version": "2023"}
-    tasks = [{"ansible.builtin.set_fact": {**facts, "cacheable": True}}]
-    for ipv6 in (True, False):
-        tasks += [
-            {
-                "ansible.builtin.include_role": {"name": "ecs_imds_block", "tasks_from": step},
-                "vars": {"ecs_imds_block_ipv6": ipv6},
-            }
-            for step in ("validate.yml", "ecs_config.yml", "files.yml")
-        ]
-        tasks.append(
-            {
-                "ansible.builtin.copy": {
-                    "content": "{{ ecs_imds_block__files | to_json }}",
-                    "dest": f"{out}/{ipv6}.json",
-                },
-                "check_mode": False,
-            }
-        )
-    tasks.append({"ansible.builtin.meta": "end_play"})
-    play = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}
-    (out / "play.yml").write_text(json.dumps([play]))
+def role_with_a_stand_in_module(work: Path) -> Path:
+    """A roles folder whose ecs_imds_block is the real role's files, linked, but for its module."""
+    copy = work / "roles" / ROLE.name
+    copy.mkdir(parents=True)
+    for entry in ROLE.iterdir():
+        if entry.name != "library":
+            (copy / entry.name).symlink_to(entry)
+    (copy / "library").mkdir()
+    (copy / "library" / f"{MODULE}.py").write_text(STAND_IN)
+    return copy.parent
+
+
+def handed(
+    ansible_playbook: str, work: Path, cases: dict[str, dict], facts: dict = AMAZON_LINUX_2023
+) -> dict[str, dict]:
+    """case -> the arguments (program, config, load) the role's install.yml hands its module, for
+    each case's role variables, after its validate.yml, on a host with ``facts``. One
+    ansible-playbook run: each case is an inventory host with the case's variables."""
+    roles = role_with_a_stand_in_module(work)
+    out = work / "handed"
+    out.mkdir()
+    tasks = [
+        {"name": "Stand in for the host's facts", "ansible.builtin.set_fact": {**facts, "cacheable": True}},
+        *(
+            {"ansible.builtin.include_role": {"name": ROLE.name, "tasks_from": step}}
+            for step in ("validate.yml", "install.yml")
+        ),
+        {
+            "name": "Hand back what the module was handed",
+            "ansible.builtin.copy": {
+                "content": "{{ ecs_imds_block__installed.handed | to_json }}",
+                "dest": f"{out}/{{{{ inventory_hostname }}}}.json",
+                "mode": "0600",
+            },
+        },
+    ]
+    play = {"hosts": "all", "connection": "local", "gather_facts": False, "tasks": tasks}
+    (work / "play.yml").write_text(json.dumps([play]))
+    inventory = {"all": {"vars": {"ansible_python_interpreter": sys.executable}, "hosts": cases}}
+    (work / "cases.yml").write_text(json.dumps(inventory))
     env = {
         **os.environ,
-        "ANSIBLE_LOCAL_TEMP": str(out / "tmp"),
+        "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
         "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_ROLES_PATH": str(ROLE.parent),
+        "ANSIBLE_ROLES_PATH": str(roles),
     }
     result = subprocess.run(
-        [
-            ansible_playbook,
-            "-i",
-            "localhost,",
-            "--check",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            out / "play.yml",
-        ],
+        [ansible_playbook, "-i", str(work / "cases.yml"), str(work / "play.yml")],
         capture_output=True,
         text=True,
         env=env,
+        timeout=600,
     )
-    assert result.returncode == 0, f"ansible-playbook failed:\n{result.stdout}\n{result.stderr}"
-    rendered = {ipv6: json.loads((out / f"{ipv6}.json").read_text()) for ipv6 in (True, False)}
-    # ecs.config is the user data's last part's, and ecs.service's drop-in's, not the boothook's.
-    for specs in rendered.values():
-        (ecs_config,) = [spec for spec in specs if spec["path"] == "/etc/ecs/ecs.config"]
-        assert ecs_config["merge"] == "ecs_config" and "owner" not in ecs_config
-        specs.remove(ecs_config)
-    assert all(spec["owner"] == spec["group"] == "root" for specs in rendered.values() for spec in specs)
-    return {
-        ipv6: {
-            spec["path"]: ("merge" if spec.get("merge") else spec["mode"], spec["content"]) for spec in specs
-        }
-        for ipv6, specs in rendered.items()
-    }
+    assert result.returncode == 0, (
+        f"ansible-playbook failed:\n{result.stdout[-5000:]}\n{result.stderr[-3000:]}"
+    )
+    return {case: json.loads((out / f"{case}.json").read_text()) for case in cases}

@@ -200,9 +200,9 @@ def ecs_imds_block_config(os_data, names, settings):
             "settings": {**settings["ecs_settings"], **awsvpc},
             # Set again just before the agent starts: user data may rewrite the file after the image.
             "at_agent_start": awsvpc if settings["awsvpc"] else {},
-            "attribute": f"{attribute['name']}={attribute['value']}"
-            if settings["attribute"] and settings["bridge"]
-            else None,
+            # Withdrawn when off: a task that requires it must not land on a host without the block.
+            "attribute": f"{attribute['name']}={attribute['value']}",
+            "attribute_on": settings["attribute"] and settings["bridge"],
         },
     }
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
