@@ -24,7 +24,7 @@ from local_image.host import LocalHost, systemd_container
 from local_image.make_image import FIXTURE, FIXTURE_VARS, PLAYBOOK, playbook
 from test_boothook_host import INSTANCE_ID, probe, wait_for
 
-# One host for the module: `make test` runs the unit tests with --dist loadgroup.
+# One host for the module: `make test` runs the unit tests with --dist loadfile.
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("heal-host")]
 
 PROGRAM = "/usr/local/sbin/ecs-imds-block"

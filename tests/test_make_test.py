@@ -46,7 +46,7 @@ LINT = stage(
     "ruff check .",
     "ruff format --check .",
 )
-UNIT = stage("unit", "pytest -m not molecule --numprocesses auto --dist loadgroup")
+UNIT = stage("unit", "pytest -m not molecule --numprocesses auto --dist loadfile")
 MOLECULE = [
     *stage("molecule"),
     *("==> molecule: debian12", "RUN: molecule test (debian12)"),
