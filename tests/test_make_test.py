@@ -36,7 +36,11 @@ PREFLIGHT = {
 }
 TOOLS = stage("tools")  # .venv is up to date: nothing to install
 DOCKER = stage("docker", "ensure-docker")
-IMAGES = stage("images", "build-base-images debian12", "build-base-images --no-probe debian13 debian-sid")
+IMAGES = stage(
+    "images",
+    "build-base-images debian12 debian12-cloud",
+    "build-base-images --no-probe debian13 debian-sid pythons",
+)
 LINT = stage(
     "lint",
     "yamllint --strict .",
