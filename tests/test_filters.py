@@ -208,8 +208,20 @@ def test_the_defaults_render_the_configuration_keys_sorted():
             "settings": {"ECS_AWSVPC_BLOCK_IMDS": "true"},
         },
         "families": [
-            {"allowed": [], "family": 4, "path": "/etc/sysconfig/iptables", "service": "iptables.service"},
-            {"allowed": [], "family": 6, "path": "/etc/sysconfig/ip6tables", "service": "ip6tables.service"},
+            {
+                "allowed": [],
+                "block": True,
+                "family": 4,
+                "path": "/etc/sysconfig/iptables",
+                "service": "iptables.service",
+            },
+            {
+                "allowed": [],
+                "block": True,
+                "family": 6,
+                "path": "/etc/sysconfig/ip6tables",
+                "service": "ip6tables.service",
+            },
         ],
         "heal": {"enabled": True, "interval": 3},
         "imds": {"4": "169.254.169.254", "6": "fd00:ec2::254"},
@@ -227,7 +239,7 @@ def test_the_defaults_render_the_configuration_keys_sorted():
 @pytest.mark.parametrize(
     ("settings", "changed"),
     [
-        ({"ipv6": False}, {"families": lambda c: [c["families"][0]]}),
+        ({"ipv6": False}, {"families": lambda c: [c["families"][0], {**c["families"][1], "block": False}]}),
         ({"action": "drop"}, {"action": lambda c: "drop"}),
         ({"bridge": False}, {"bridge": lambda c: False, "ecs_config.attribute_on": lambda c: False}),
         ({"attribute": False}, {"ecs_config.attribute_on": lambda c: False}),

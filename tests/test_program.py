@@ -851,11 +851,35 @@ def test_a_missing_or_bad_config_exits_2_in_one_line_naming_the_file(tmp_path, c
 
 
 def test_a_family_the_config_does_not_hold_is_refused_as_usage(tmp_path):
-    path = render(tmp_path, ipv6=False)
+    cfg = json.loads(render(tmp_path).read_text())
+    cfg["families"] = cfg["families"][:1]
+    (tmp_path / "v4.json").write_text(json.dumps(cfg))
     result = subprocess.run(
-        ["sh", str(PROGRAM), "--config", str(path), "load", "6"], capture_output=True, text=True
+        ["sh", str(PROGRAM), "--config", str(tmp_path / "v4.json"), "load", "6"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_with_ipv6_off_the_hosts_own_ipv6_file_is_still_loaded_without_our_part(netns):
+    """Debian's netfilter-persistent loads both files, and the program's drop-in replaces its start:
+    with the block on IPv4 alone, load still loads the host's own rules.v6, as they are, and puts
+    nothing of ours in it or in the kernel; check and heal leave IPv6 alone."""
+    render(netns.folder, ipv6=False)
+    for family in (4, 6):
+        netns.path(family).write_bytes(TEAM[family])
+    netns.program("load")
+    assert netns.path(6).read_bytes() == TEAM[6]
+    live = netns.rules(6)
+    for rule in TEAM_LIVE[6]:
+        assert live.count(rule) == 1, (rule, live)
+    assert not [rule for rule in live if "ECS-IMDS-BLOCK" in rule]
+    netns.program("load")
+    assert netns.rules(6) == live
+    netns.run("ip6tables", "-w", "-F")
+    assert netns.program("heal").stdout == ""
+    netns.checked()
 
 
 # --- the same program on every Python it must run on -----------------------------------------

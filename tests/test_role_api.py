@@ -114,12 +114,28 @@ def test_each_supported_platform_has_its_vars_file_with_both_families():
         return json.loads(ecs_imds_block_config(data, names, {**settings, "ipv6": ipv6}))["families"]
 
     for platform in platforms:
-        assert [entry["family"] for entry in families(platform, True)] == [4, 6], platform
-        assert [entry["family"] for entry in families(platform, False)] == [4], platform
+        assert [(e["family"], e["block"]) for e in families(platform, True)] == [(4, True), (6, True)], (
+            platform
+        )
+        assert [(e["family"], e["block"]) for e in families(platform, False)] == [(4, True), (6, False)], (
+            platform
+        )
         assert load(f"vars/{platform}.yml")["ecs_imds_block__os"]["packages"], platform
     assert families("Amazon-2023", True) == [
-        {"family": 4, "path": "/etc/sysconfig/iptables", "service": "iptables.service", "allowed": []},
-        {"family": 6, "path": "/etc/sysconfig/ip6tables", "service": "ip6tables.service", "allowed": []},
+        {
+            "family": 4,
+            "path": "/etc/sysconfig/iptables",
+            "service": "iptables.service",
+            "allowed": [],
+            "block": True,
+        },
+        {
+            "family": 6,
+            "path": "/etc/sysconfig/ip6tables",
+            "service": "ip6tables.service",
+            "allowed": [],
+            "block": True,
+        },
     ]
     debian = families("Debian-12", True)
     assert [entry["path"] for entry in debian] == ["/etc/iptables/rules.v4", "/etc/iptables/rules.v6"]

@@ -148,10 +148,10 @@ def test_the_boothook_carries_the_program_and_its_configuration_byte_for_byte(ac
     config = boothook.config(boothook.settings(action, ipv6, allow, allow_v6))
     assert heredocs(script) == {'"$dir/program"': boothook.program(), '"$dir/config.json"': config}
     families = json.loads(config)["families"]
-    assert [(e["family"], e["path"], e["service"]) for e in families] == [
-        (4, "/etc/sysconfig/iptables", "iptables.service"),
-        (6, "/etc/sysconfig/ip6tables", "ip6tables.service"),
-    ][: 2 if ipv6 else 1]
+    assert [(e["family"], e["path"], e["service"], e["block"]) for e in families] == [
+        (4, "/etc/sysconfig/iptables", "iptables.service", True),
+        (6, "/etc/sysconfig/ip6tables", "ip6tables.service", ipv6),
+    ]
     assert families[0]["allowed"] == ["172.31.250.0/24", "10.0.0.7/32"][: len(allow)]
     assert json.loads(config)["action"] == action
 

@@ -87,7 +87,7 @@ def script(config_text: str) -> str:
     os_data = _vars(f"vars/{PLATFORM}.yml")["ecs_imds_block__os"]
     packages = " ".join(shlex.quote(name) for name in os_data["packages"])
     config = json.loads(config_text)
-    services = " ".join(dict.fromkeys(shlex.quote(e["service"]) for e in config["families"]))
+    services = " ".join(dict.fromkeys(shlex.quote(e["service"]) for e in config["families"] if e["block"]))
     units = config["units"]
     dropin = shlex.quote(f"/etc/systemd/system/{units['docker']}.d/{units['dropin']}")
     closed = (

@@ -184,15 +184,17 @@ def ecs_imds_block_config(os_data, names, settings):
         "imds": {str(family): address for family, address in names["imds"].items()},
         "bridge": settings["bridge"],
         "action": settings["action"],
+        # Every family the persistence services load: one the block leaves alone (IPv6 with
+        # ecs_imds_block_ipv6 false) is still loaded at boot, the host's own rules alone.
         "families": [
             {
                 "family": e["family"],
                 "path": e["path"],
                 "service": e["service"],
                 "allowed": allowed[e["family"]],
+                "block": e["family"] == 4 or settings["ipv6"],
             }
             for e in os_data["persistence"]
-            if e["family"] == 4 or settings["ipv6"]
         ],
         "heal": {"enabled": settings["heal"], "interval": settings["heal_interval"]},
         "ecs_config": {
