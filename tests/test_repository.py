@@ -15,7 +15,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "src" / "golden_ami"
 # What the installed package may import: the standard library, its dependencies in
 # pyproject.toml, the role's files it ships with, and itself.
-INSTALLED = {"boto3", "botocore", "yaml", "jinja2", "ecs_imds_block", "golden_ami"}
+INSTALLED = {"boto3", "botocore", "yaml", "ecs_imds_block", "golden_ami"}
 LICENCE = ("Copyright: the ecs-imds-golden authors", "Apache License 2.0")
 SOURCE = re.compile(r"\.(py|sh|ya?ml|j2|hcl|md)\Z")
 

@@ -5,7 +5,7 @@ checkout: the wheel is built from pyproject.toml, src/ and the role alone, insta
 fresh virtualenv and run from outside the repository.
 
 No package index is needed: the wheel is built without build isolation (setuptools is in the
-dev extras), and the virtualenv borrows the installed dependencies (boto3, PyYAML, Jinja2) of
+dev extras), and the virtualenv borrows the installed dependencies (boto3, PyYAML) of
 the interpreter running pytest through a .pth file, which adds that directory without running
 its own .pth files (so not this checkout's editable install).
 """
@@ -24,7 +24,6 @@ import zipfile
 from pathlib import Path
 
 import boto3
-import jinja2
 import pytest
 import yaml
 from conftest import ROLE, ROOT
@@ -57,7 +56,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     install = [*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)]
     done = subprocess.run(install, capture_output=True, text=True, cwd=work)
     assert done.returncode == 0, done.stderr
-    borrowed = {str(Path(module.__file__).resolve().parents[1]) for module in (boto3, jinja2, yaml)}
+    borrowed = {str(Path(module.__file__).resolve().parents[1]) for module in (boto3, yaml)}
     (site / "dependencies-of-the-test.pth").write_text("\n".join(sorted(borrowed)) + "\n")
     return wheel, venv / "bin"
 
