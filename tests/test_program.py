@@ -495,22 +495,28 @@ def test_a_teams_runtime_rules_in_docker_user_survive_heal_and_load(netns):
     netns.checked()
 
 
-def test_a_file_that_declares_docker_user_sets_that_chain_below_our_jump(netns):
-    """A rules file that declares DOCKER-USER describes the chain (iptables-restore empties a chain
-    it declares): a load leaves our jump, then the file's rules; a rule added at run time and not
-    saved is gone at the next load, as with the stock persistence service."""
+def test_a_load_keeps_what_a_team_added_to_docker_user_at_run_time(netns):
+    """DOCKER-USER stays its users', live too: a load of a file that declares DOCKER-USER and holds a
+    rule there does not empty the live chain (a --noflush restore empties a chain it declares), so
+    a rule the team added at run time and never saved stays; the file's rule is there once, before
+    Docker's RETURN, which stays last, and our jump is first."""
     theirs = "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -s 10.3.0.0/16 -j ACCEPT\nCOMMIT\n"
     netns.path(4).write_text(theirs)
     netns.path(6).write_bytes(TEAM[6])
     netns.program("load")
-    file_rules = [JUMP_TO_CHAIN, "-A DOCKER-USER -s 10.3.0.0/16 -j ACCEPT"]
-    assert netns.chain(4, "DOCKER-USER") == file_rules
-    netns.run("iptables", "-w", "-A", "DOCKER-USER", "-s", "10.9.0.0/16", "-j", "DROP")
+    file_rule = "-A DOCKER-USER -s 10.3.0.0/16 -j ACCEPT"
+    assert netns.chain(4, "DOCKER-USER") == [JUMP_TO_CHAIN, file_rule, "-A DOCKER-USER -j RETURN"]
+    netns.run("iptables", "-w", "-I", "DOCKER-USER", "2", "-s", "10.9.0.0/16", "-j", "DROP")
+    added = "-A DOCKER-USER -s 10.9.0.0/16 -j DROP"
     assert netns.program("heal").stdout == ""  # on: nothing to do
-    assert netns.chain(4, "DOCKER-USER") == [*file_rules, "-A DOCKER-USER -s 10.9.0.0/16 -j DROP"]
-    netns.program("load", "4")
-    assert netns.chain(4, "DOCKER-USER") == file_rules
+    for _ in range(3):
+        netns.program("load", "4")
+        assert netns.chain(4, "DOCKER-USER") == [JUMP_TO_CHAIN, added, file_rule, "-A DOCKER-USER -j RETURN"]
+    netns.run("iptables", "-w", "-F", "ECS-IMDS-BLOCK")  # a heal that reloads the file whole
+    assert "reloaded" in netns.program("heal").stdout
+    assert netns.chain(4, "DOCKER-USER") == [JUMP_TO_CHAIN, added, file_rule, "-A DOCKER-USER -j RETURN"]
     assert netns.chain(4, "FORWARD") == [JUMP_TO_USER, *DOCKER_FORWARD]
+    netns.checked()
 
 
 BREAKERS = {
