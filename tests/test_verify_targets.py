@@ -506,7 +506,8 @@ def test_verify_evaluates_its_variables_with_each_of_the_roles_switches_off(cont
     results = controller.run(before_rounds(), cases=cases, play_vars=verify_play()["vars"], want=want)
     for case, result in results.items():
         assert result.ok, (case, result.failures)
-        assert result.values["verify_config"]["ecs_config"]["attribute"] is None or case == "ipv6-off"
+        assert result.values["verify_config"]["ecs_config"]["attribute_on"] == (case == "ipv6-off")
+        assert (result.values["verify_attribute_setting"] == "") == (case != "ipv6-off")
 
 
 # The role's variables the filter renders the configuration from, by the filter's names.
