@@ -19,18 +19,31 @@ answers it.
 run_command_stubbed(): moto 5.2.5 has no DescribeInstanceInformation nor ListCommandInvocations,
 and its SendCommand runs nothing; botocore's Stubber answers all three from a fleet of hosts
 whose checks pass, fail, never answer, or that SSM does not manage.
+
+failing(): one operation answered with an AWS error over HTTP (a denial, a throttle), ahead of
+moto and of the Stubbers above, so that botocore parses and retries it as it would AWS's own;
+retrying_at_once() makes those retries few and without backoff, for the tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from io import BytesIO
 from unittest import mock
 
 from botocore import xform_name
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.retries.standard import ExponentialBackoff
 from botocore.stub import Stubber
 
+from golden_ami import aws
 from golden_ami.aws import Aws
+
+# The operations failing() answers: the Stubbers here leave them to it.
+_FAILING: set[str] = set()
 
 
 @contextlib.contextmanager
@@ -111,7 +124,8 @@ class OneOperationStubber(Stubber):
 
     def _only(self, handler):
         def filtered(model, **kwargs):
-            return handler(model=model, **kwargs) if model.name == self.operation else None
+            mine = model.name == self.operation and model.name not in _FAILING
+            return handler(model=model, **kwargs) if mine else None
 
         return filtered
 
@@ -202,7 +216,7 @@ class RunCommandFleet(Stubber):
             self._params = dict(params)
 
     def _answer(self, model, **_):
-        if model.name not in self.OPERATIONS:
+        if model.name not in self.OPERATIONS or model.name in _FAILING:
             return None
         getattr(self, f"_{xform_name(model.name)}")(self._params)
         return self._queue.popleft()["response"]
@@ -278,3 +292,72 @@ def run_command_stubbed(hosts: dict[str, str] | None = None) -> Iterator[list[Ru
 
     with mock.patch.object(Aws, "client", client):
         yield fleets
+
+
+# The protocol of each service the audit calls, by botocore's event name for it.
+_PROTOCOLS = {"ec2": "ec2", "ecs": "json", "ssm": "json", "auto-scaling": "query", "sts": "query"}
+
+
+class _Body(BytesIO):
+    def stream(self, **_):
+        yield self.read()
+
+
+def _error_body(protocol: str, code: str, message: str) -> tuple[dict, bytes]:
+    """Headers and body of an error answer, as AWS's services of each protocol send them."""
+    request_id = "00000000-0000-4000-8000-000000000000"
+    if protocol == "json":  # ECS, SSM
+        body = json.dumps({"__type": code, "message": message}).encode()
+        return {"x-amzn-RequestId": request_id, "Content-Type": "application/x-amz-json-1.1"}, body
+    error = f"<Code>{code}</Code><Message>{message}</Message>"
+    if protocol == "ec2":
+        body = (
+            f"<Response><Errors><Error>{error}</Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        )
+    elif protocol == "query":  # Auto Scaling, STS
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type>{error}</Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+    else:
+        raise ValueError(f"no error answer for protocol {protocol}")
+    return {"x-amzn-RequestId": request_id, "Content-Type": "text/xml"}, body.encode()
+
+
+@contextlib.contextmanager
+def failing(operation: str, code: str, status: int = 400) -> Iterator[list[str]]:
+    """Every call of `operation` (e.g. "DescribeInstances") answered with HTTP `status` and the
+    error `code`, where moto answers (its handler of botocore's before-send), and not by moto
+    nor by the Stubbers here: botocore parses the answer, and retries it if it would retry
+    AWS's. Yields the attempts, one per HTTP request."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    attempts: list[str] = []
+    moto_answer = BotocoreStubber.__call__
+
+    def answer(self, event_name: str, request, **kwargs):
+        _, service, name = event_name.split(".")
+        if name != operation:
+            return moto_answer(self, event_name, request, **kwargs)
+        attempts.append(name)
+        headers, body = _error_body(_PROTOCOLS[service], code, f"{operation} refused by the test")
+        return AWSResponse(request.url, status, headers, _Body(body))
+
+    _FAILING.add(operation)
+    try:
+        with mock.patch.object(BotocoreStubber, "__call__", answer):
+            yield attempts
+    finally:
+        _FAILING.discard(operation)
+
+
+@contextlib.contextmanager
+def retrying_at_once(attempts: int = 2) -> Iterator[int]:
+    """botocore's standard retries, `attempts` in all (the first and the retries), without
+    waiting between them: what the clients of an Aws made inside get. Yields attempts."""
+    config = Config(retries={"mode": "standard", "total_max_attempts": attempts})
+    with (
+        mock.patch.object(aws, "RETRIES", aws.RETRIES.merge(config)),
+        mock.patch.object(ExponentialBackoff, "delay_amount", lambda self, context: 0),
+    ):
+        yield attempts

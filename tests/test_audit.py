@@ -1,21 +1,32 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
-"""golden-ami audit against moto: findings, exact API call counts, exit codes, JSON, accounts.
+"""golden-ami audit against moto: findings, exact API call counts, exit codes, JSON, accounts,
+and the reads it could not make.
 
 The findings follow the threat model's table; each of its rows has a test here for running
 instances, for launch template versions and, where it applies, for the account's IMDS
 defaults. moto 5.2.5 lacks GetInstanceMetadataDefaults: botocore's Stubber answers it
-(scripts/moto_aws.py's imds_defaults_stubbed), everything else goes to moto.
+(scripts/moto_aws.py's imds_defaults_stubbed), everything else goes to moto. A denied or
+throttled read is AWS's error answer over HTTP, ahead of both (moto_aws.failing).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import boto3
 import pytest
-from moto_aws import capacity_providers_paged_like_aws, paging_like_aws
+from moto_aws import (
+    PASSES,
+    capacity_providers_paged_like_aws,
+    failing,
+    paging_like_aws,
+    retrying_at_once,
+    run_command_stubbed,
+)
 from support.audit import (
     BASE_AMI,
     CALLER,
@@ -28,6 +39,7 @@ from support.audit import (
     by_instance,
     by_template,
     capacity_providers,
+    container_instance_arn,
     data,
     fleet,
     golden_image,
@@ -36,9 +48,11 @@ from support.audit import (
     notes,
     publish,
     run,
+    unknown,
 )
 
-from golden_ami import audit, cli
+from golden_ami import audit, cli, verify_hosts
+from golden_ami.audit import fetch
 from golden_ami.aws import NotFoundError, UsageError
 
 
@@ -555,6 +569,7 @@ def test_json_shape(mocked, capsys):
         "summary",
         "skipped",
         "errors",
+        "unread",
     }
     (instance,) = out["instances"]
     findings = instance.pop("findings")
@@ -574,6 +589,8 @@ def test_json_shape(mocked, capsys):
         "launch_template": {"id": template_id, "name": "web", "version": 1},
         "host_check": None,  # --verify-hosts only
         "block_attribute": None,  # not a golden host
+        "imds_iam_roles": False,
+        "unknown": [],
         "notes": [
             {
                 "key": "attribute_missing",
@@ -617,6 +634,7 @@ def test_json_shape(mocked, capsys):
         "error",
         "findings",
         "notes",
+        "unknown",
     }
     assert [f["key"] for f in template["findings"]] == [
         "not_published",
@@ -636,6 +654,7 @@ def test_json_shape(mocked, capsys):
         "managed_by",
         "findings",
         "notes",
+        "unknown",
     }
     summary = out["summary"]
     assert summary["instances"] == 1
@@ -655,7 +674,119 @@ def test_json_shape(mocked, capsys):
     }
     assert summary["verify_hosts"] is None
     assert summary["region"] == REGION
-    assert out["skipped"] == [] and out["errors"] == []
+    assert out["skipped"] == [] and out["errors"] == [] and out["unread"] == []
+    assert summary["incomplete"] is False
+
+
+# --- reads the audit could not make --------------------------------------------------------------
+
+# A denial, and a throttle that outlasts botocore's retries, as each service answers them.
+DENIED = {
+    "ec2": "UnauthorizedOperation",
+    "autoscaling": "AccessDenied",
+    "ecs": "AccessDeniedException",
+    "ssm": "AccessDeniedException",
+}
+THROTTLED = {
+    "ec2": ("RequestLimitExceeded", 503),
+    "autoscaling": ("Throttling", 400),
+    "ecs": ("ThrottlingException", 400),
+    "ssm": ("ThrottlingException", 400),
+}
+FOUND = {"clean": ([], []), "dirty": (["not_published", "imdsv1_allowed", "hop_limit_2_without_block"], [])}
+TEMPLATE_FOUND = (["not_published", "http_tokens_unset", "hop_limit_unset_without_block"], [])
+HOSTS_UNCHECKED = {name: (found, ["host_check"]) for name, (found, _) in FOUND.items()}
+
+UNREAD_CASES = {
+    # read: (the instances listed: {name: (finding keys, unknown keys)}; the launch template's
+    # (finding keys, unknown keys), None when it is not reached; the Unread's resources)
+    "GetParametersByPath": (
+        {"clean": ([], ["published"]), "dirty": (["imdsv1_allowed"], ["published"])},
+        ([], ["published"]),  # on any AMI, hop limit 2 and unset options are not findings
+        [],
+    ),
+    "ListClusters": ({}, None, []),
+    "DescribeClusters": (FOUND, TEMPLATE_FOUND, []),  # the template through the instances' group
+    "ListContainerInstances": ({}, TEMPLATE_FOUND, ["prod"]),  # through the capacity provider
+    "DescribeContainerInstances": ({}, TEMPLATE_FOUND, ["prod"]),
+    "DescribeInstances": (
+        {"clean": ([], ["metadata_options"]), "dirty": ([], ["metadata_options"])},
+        TEMPLATE_FOUND,
+        [],
+    ),
+    "DescribeCapacityProviders": (FOUND, TEMPLATE_FOUND, []),
+    "DescribeAutoScalingGroups": (FOUND, None, []),
+    "DescribeLaunchTemplateVersions": (FOUND, ([], ["metadata_options"]), ["web"]),
+    "GetInstanceMetadataDefaults": (FOUND, (["not_published"], ["http_tokens", "hop_limit"]), []),
+    "DescribeInstanceInformation": (HOSTS_UNCHECKED, TEMPLATE_FOUND, []),
+    "ListCommandInvocations": (HOSTS_UNCHECKED, TEMPLATE_FOUND, []),
+}
+
+
+@pytest.mark.parametrize("read", UNREAD_CASES)
+def test_a_read_that_fails_is_reported_and_the_rest_of_the_audit_stands(mocked, monkeypatch, read):
+    """Each read denied, then throttled past botocore's retries: the audit lists what it could
+    read with its findings, leaves unjudged what the read would have told, names the read up
+    front and in the JSON, and exits 5 (incomplete), over the 1 of --fail-on-findings."""
+    monkeypatch.setattr(verify_hosts, "_sleep", lambda seconds: None)
+    golden = golden_image()
+    publish(golden)
+    template_id = launch_template("web", data(BASE_AMI))  # sets nothing: findings, or unknown
+    capacity_providers("prod", {"web-cp": auto_scaling_group("web-asg", template_id)})
+    specs = [(golden, "required", 2, 1), (BASE_AMI, "optional", 2, 1)]
+    ids = dict(zip(("clean", "dirty"), fleet("prod", specs, group="web-asg"), strict=True))
+    hosts = dict.fromkeys(ids.values(), PASSES)
+    service, leaves = fetch.READS[read]
+    instances, template, resources = UNREAD_CASES[read]
+
+    for failure, (code, status) in (("denied", (DENIED[service], 400)), ("throttled", THROTTLED[service])):
+        with run_command_stubbed(hosts), retrying_at_once() as tries, failing(read, code, status) as attempts:
+            result, _ = run("--verify-hosts", "--fail-on-findings")
+
+        assert len(attempts) == (1 if failure == "denied" else tries), failure  # only a throttle is retried
+        assert result.code == 5, failure
+        out = json.loads(json.dumps(result.data))
+        assert out["unread"] == [
+            {
+                "account": None if read in ("GetParametersByPath", "ListClusters") else CALLER,
+                "call": f"{service}:{read}",
+                "code": code,
+                "message": f"{read} refused by the test",
+                "unknown": leaves,
+                "resources": resources,
+            }
+        ]
+        assert out["summary"]["incomplete"] is True
+        assert result.lines[0].startswith("INCOMPLETE: 1 read could not be made")
+        for_ = f" for {', '.join(resources)}" if resources else ""
+        assert result.lines[1] == f"unread: {service}:{read} ({code}){for_}: {leaves}"
+
+        listed = {i["ec2_instance_id"]: i for i in out["instances"]}
+        assert {name for name, i in ids.items() if i in listed} == set(instances), failure
+        for name, (finding_keys, unknown_keys) in instances.items():
+            record = listed[ids[name]]
+            assert (keys(record), unknown(record)) == (finding_keys, unknown_keys), (failure, name)
+            line = next(line for line in result.lines if ids[name] in line)
+            for message in [f["message"] for f in record["findings"]] + [
+                u["message"] for u in record["unknown"]
+            ]:
+                assert message in line
+        if template is None:
+            assert out["launch_templates"] == [], failure
+        else:
+            (record,) = out["launch_templates"]
+            assert record["launch_template_id"] == template_id
+            assert (keys(record), unknown(record)) == template, failure
+        (defaults,) = out["account_defaults"]
+        assert unknown(defaults) == (["account_defaults"] if read == "GetInstanceMetadataDefaults" else [])
+
+
+def test_iam_readme_names_the_action_of_every_read():
+    """iam/README.md's table of what the audit reads has a row for each read the audit makes."""
+    readme = (Path(__file__).resolve().parents[1] / "iam" / "README.md").read_text()
+    section = readme.split("\n## What the audit reads\n", 1)[1].split("\n## ", 1)[0]
+    actions = set(re.findall(r"^\| [^|]+ \| `([a-z0-9]+:[A-Za-z]+)` \|", section, re.MULTILINE))
+    assert actions - {"sts:AssumeRole"} == {f"{service}:{read}" for read, (service, _) in fetch.READS.items()}
 
 
 # --- clusters ---------------------------------------------------------------------------------------
@@ -778,18 +909,24 @@ def test_multi_account(mocked, tmp_path, account_defaults):
 
 
 def test_multi_account_one_failing_account(mocked, tmp_path):
+    """An account that could not be audited outweighs another's unread read: exit 4, not 5."""
     publish(golden_image())
     prod, dev = "111111111111", "222222222222"
     (prod_id,) = fleet("web", [(BASE_AMI, "required", 1, 1)], session=assumed(prod))
     accounts = write_accounts(tmp_path, f"{prod}\n{dev}\n")
 
-    result, _ = run("--accounts", accounts, "--role-name", "audit", "--cluster", "web")
+    with failing("GetInstanceMetadataDefaults", "UnauthorizedOperation"):
+        result, _ = run("--accounts", accounts, "--role-name", "audit", "--cluster", "web")
 
     assert list(by_instance(result)) == [prod_id]
     (error,) = result.data["errors"]
     assert error["account"] == dev
     assert "no ECS cluster 'web'" in error["error"]
+    assert [(u["account"], u["call"]) for u in result.data["unread"]] == [
+        (prod, "ec2:GetInstanceMetadataDefaults")
+    ]
     assert result.code == 4
+    assert result.lines[1].startswith(f"unread: account {prod}: ec2:GetInstanceMetadataDefaults")
     assert f"account {dev} not audited: " in result.text
 
 
@@ -913,14 +1050,7 @@ def test_an_instance_without_the_attribute_gets_a_note_and_is_counted(mocked):
     publish(golden)
     enforced, unenforced = fleet("prod", [(golden, "required", 2, 2)])
     ecs = boto3.client("ecs", region_name=REGION)
-    arn = next(
-        ci["containerInstanceArn"]
-        for ci in ecs.describe_container_instances(
-            cluster="prod",
-            containerInstances=ecs.list_container_instances(cluster="prod")["containerInstanceArns"],
-        )["containerInstances"]
-        if ci["ec2InstanceId"] == unenforced
-    )
+    arn = container_instance_arn("prod", unenforced)
     ecs.delete_attributes(
         cluster="prod", attributes=[{"name": "ecs-imds-block", "value": "enforced", "targetId": arn}]
     )
@@ -936,3 +1066,27 @@ def test_an_instance_without_the_attribute_gets_a_note_and_is_counted(mocked):
         "without the ecs-imds-block=enforced attribute: 1 (tasks that require it are not placed there)"
         in result.lines
     )
+
+
+def test_a_host_whose_agent_serves_task_credentials_through_imds_gets_a_note(mocked):
+    """ecs.capability.imds-iam-roles: whatever reaches IMDS there, an allowlisted daemon network
+    included, reads every task's role. The role's attribute does not say whether a network is
+    allowlisted, so every such host is noted; a note, not a finding."""
+    golden = golden_image()
+    publish(golden)
+    serving, plain = fleet("prod", [(golden, "required", 2, 2)])
+    capability = {
+        "name": "ecs.capability.imds-iam-roles",
+        "targetId": container_instance_arn("prod", serving),
+    }
+    boto3.client("ecs", region_name=REGION).put_attributes(cluster="prod", attributes=[capability])
+
+    result, _ = run("--cluster", "prod", "--fail-on-findings")
+
+    found = by_instance(result)
+    assert (found[serving]["imds_iam_roles"], notes(found[serving])) == (True, ["imds_task_credentials"])
+    assert "every task's role" in found[serving]["notes"][0]["message"]
+    assert (found[plain]["imds_iam_roles"], notes(found[plain])) == (False, [])
+    assert result.data["summary"]["imds_task_credentials"] == 1
+    assert result.code == 0
+    assert any(line.startswith("serving task credentials through IMDS: 1") for line in result.lines)

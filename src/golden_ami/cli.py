@@ -5,7 +5,8 @@ that are not on them, and audit a fleet.
 
 Exit codes: 0 done; 1 the operation failed or found problems (publish with an AMI that is
 not available, audit --fail-on-findings with findings); 2 bad input; 3 an AWS error
-(credentials, permissions, throttling); 4 nothing found (find with nothing published).
+(credentials, permissions, throttling); 4 nothing found (find with nothing published); 5 an
+audit that is incomplete (a read denied, or failing after retries: what was read is reported).
 Logs go to stderr; --json puts machine-readable output on stdout. Every error is one line
 on stderr, `golden-ami: ...`, never a traceback (-vv adds it for an unexpected error). When
 the reader of stdout goes away (`golden-ami ... | head`), it stops quietly with 141, as a

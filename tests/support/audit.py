@@ -88,6 +88,19 @@ def fleet(cluster: str, specs, session=None, group: str | None = None) -> list[s
     return ids
 
 
+def container_instance_arn(cluster: str, instance_id: str) -> str:
+    """The ARN of the container instance of an EC2 instance in cluster."""
+    ecs = client("ecs")
+    listed = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    described = ecs.describe_container_instances(cluster=cluster, containerInstances=listed)
+    (arn,) = [
+        c["containerInstanceArn"]
+        for c in described["containerInstances"]
+        if c["ec2InstanceId"] == instance_id
+    ]
+    return arn
+
+
 def _each(specs):
     """One spec per instance it launches."""
     for spec in specs:
@@ -164,6 +177,11 @@ def keys(record: dict) -> list[str]:
 
 def notes(record: dict) -> list[str]:
     return [n["key"] for n in record["notes"]]
+
+
+def unknown(record: dict) -> list[str]:
+    """The keys of what the audit could not judge on a record (a read it needed was unread)."""
+    return [u["key"] for u in record["unknown"]]
 
 
 def assumed(account: str) -> boto3.session.Session:

@@ -6,6 +6,11 @@
 With --accounts FILE and --role-name NAME it assumes arn:<partition>:iam::<account>:role/NAME
 in every listed account and walks them in parallel. The published AMIs are always read from
 the caller's own account (where `publish` writes them and shares the AMIs from).
+
+A read that AWS denies or that outlasts botocore's retries is unread (golden_ami.audit.fetch's
+Reads): the audit goes on and exits INCOMPLETE. Exit codes, the first that applies: an
+account that could not be audited at all (its error's code: 3, or 4 for a named cluster that
+does not exist); 5, incomplete; 1, findings with --fail-on-findings; 0.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import botocore.exceptions
 
 from golden_ami import layout, verify_hosts
 from golden_ami.audit import fetch, findings, launch_templates, report
-from golden_ami.audit.model import Published, Walk
+from golden_ami.audit.model import UNKNOWN_DEFAULTS, AccountDefaults, Published, Walk
 from golden_ami.aws import LOG, Aws, GoldenAmiError, UsageError, translate
 from golden_ami.files import read_at_most
 from golden_ami.output import Result
 
+INCOMPLETE = 5  # exit code: a read was unread, so the report is not the whole truth
 MAX_WORKERS = 8  # accounts walked at once
 MAX_ACCOUNTS_FILE = 1024 * 1024  # bytes; 12 digits and a newline a line: some 80,000 accounts
 FARGATE = frozenset({"FARGATE", "FARGATE_SPOT"})  # capacity providers without instances
@@ -44,7 +50,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--fail-on-findings",
         action="store_true",
-        help="exit 1 when any instance, launch template or account default has a finding",
+        help="exit 1 when any instance, launch template or account default has a finding "
+        f"(an incomplete audit exits {INCOMPLETE} whatever it found)",
     )
     parser.add_argument(
         "--accounts",
@@ -127,18 +134,27 @@ def audit_account(
     verify_timeout: int | None = None,
 ) -> Walk:
     """Walk the clusters of one account and region, their groups' launch templates and the
-    account's IMDS defaults."""
+    account's IMDS defaults. Each read goes through `reads`: one that could not be made is on
+    walk.unread, and the walk goes on without it."""
     tag = f"account {label}: " if label else ""
     where = f"{aws.region} (account {label})" if label else aws.region
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
-    names = list(dict.fromkeys(clusters)) if clusters else fetch.cluster_arns(ecs)
+    walk = Walk()
+    reads = fetch.Reads(walk.unread, tag)
+    names = list(dict.fromkeys(clusters or []))
     if not clusters:
-        LOG.info("%s%d ECS clusters in %s", tag, len(names), aws.region)
-    walk = Walk(clusters=len(names))
-    providers, account = fetch.cluster_providers(ecs, names, bool(clusters), where) if names else ({}, None)
-    account = label or account
-    members = fetch.container_instances(ecs, names, walk, label, where)
-    fetch.add_instances(ec2, members, walk, label, published)
+        with reads.reading():
+            names = fetch.cluster_arns(ecs)
+            LOG.info("%s%d ECS clusters in %s", tag, len(names), aws.region)
+    walk.clusters = len(names)
+    providers: dict[str, list[str]] = {}
+    account = None
+    if names:
+        with reads.reading():
+            providers, account = fetch.cluster_providers(ecs, names, bool(clusters), where)
+    members = fetch.container_instances(ecs, names, walk, label, where, reads)
+    fetch.add_instances(ec2, members, walk, label, published, reads)
+    account = label or account or next((i.account for i in walk.instances), None)
 
     # The Auto Scaling groups behind the clusters (those of their instances and of their
     # capacity providers) and the launch template versions those groups launch.
@@ -147,27 +163,44 @@ def audit_account(
         if instance.auto_scaling_group:
             links["clusters"][instance.auto_scaling_group].add(instance.cluster)
     wanted = sorted({p for ps in providers.values() for p in ps} - FARGATE)
-    provider_groups = fetch.provider_groups(ecs, wanted, tag) if wanted else {}
+    provider_groups: dict[str, str] = {}
+    if wanted:
+        with reads.reading():
+            provider_groups = fetch.provider_groups(ecs, wanted, tag)
     for cluster, ps in providers.items():
         for provider in ps:
             if provider in provider_groups:
                 links["clusters"][provider_groups[provider]].add(cluster)
                 links["providers"][provider_groups[provider]].add(provider)
     group_names = sorted(links["clusters"])
-    groups = fetch.scaling_groups(aws.client("autoscaling"), group_names) if group_names else {}
-    for name in sorted(set(group_names) - set(groups)):
-        LOG.warning("%sAuto Scaling group %s not found", tag, name)
+    groups: dict[str, dict] = {}
+    if group_names:
+        with reads.reading():
+            groups = fetch.scaling_groups(aws.client("autoscaling"), group_names)
+            for name in sorted(set(group_names) - set(groups)):
+                LOG.warning("%sAuto Scaling group %s not found", tag, name)
     walk.templates, walk.launch_configurations, of_group = launch_templates.templates(
-        ec2, groups, links, account, published, own=label is None
+        ec2, groups, links, account, published, label is None, reads
     )
 
-    walk.defaults = fetch.account_defaults(ec2, account, aws.region)
+    with reads.reading() as read:
+        walk.defaults = fetch.account_defaults(ec2, account, aws.region)
+    if read.unread:
+        walk.defaults = AccountDefaults(account=account, region=aws.region)
+        walk.defaults.unknown.append(read.unread.leaves(UNKNOWN_DEFAULTS, "the account's IMDS defaults"))
     findings.evaluate_walk(walk, prefix, of_group)
     if verify_timeout is not None:
         running = {i.ec2_instance_id: i for i in walk.instances if i.state == "running"}
-        checks = verify_hosts.verify(aws.client("ssm"), sorted(running), verify_timeout)
-        for instance_id, check in checks.items():
-            findings.evaluate_host_check(running[instance_id], check)
+        checks: dict[str, verify_hosts.HostCheck] = {}
+        with reads.reading() as read:
+            checks = verify_hosts.verify(aws.client("ssm"), sorted(running), verify_timeout)
+        for instance_id, instance in running.items():
+            if instance_id in checks:
+                findings.evaluate_host_check(instance, checks[instance_id])
+            elif read.unread:
+                findings.host_unchecked(instance, read.unread)
+    for unread in walk.unread:
+        unread.account = account
     return walk
 
 
@@ -201,7 +234,11 @@ def _audit_accounts(
 
 def run(args, aws: Aws) -> Result:
     accounts = _check_args(args)
-    published = fetch.published_amis(aws, args.prefix)
+    own: list = []  # the caller's own reads: the published AMIs
+    published = Published()
+    with fetch.Reads(own).reading() as read:
+        published = fetch.published_amis(aws, args.prefix)
+    published.unread = read.unread
     verify_timeout = (args.verify_timeout or verify_hosts.DEFAULT_TIMEOUT) if args.verify_hosts else None
     if accounts:
         walks, errors = _audit_accounts(
@@ -211,19 +248,23 @@ def run(args, aws: Aws) -> Result:
         walk = audit_account(aws, args.clusters, published, prefix=args.prefix, verify_timeout=verify_timeout)
         walks, errors = {None: walk}, []
 
+    unread = [*own, *(u for walk in walks.values() for u in walk.unread)]
     data, lines = report.render(
         walks,
         errors,
+        unread,
         region=aws.region,
         prefix=args.prefix,
-        published_amis=len(published),
+        published_amis=None if published.unread else len(published),
         accounts=accounts,
         verify=args.verify_hosts,
     )
     code = 0
-    if errors:  # an account that could not be audited outweighs the findings of the others
+    if errors:  # an account that could not be audited outweighs what the others found
         codes = {e["exit_code"] for e in errors}
         code = 3 if 3 in codes else max(codes)
+    elif unread:  # an incomplete audit outweighs its findings: what it could not read may hold more
+        code = INCOMPLETE
     elif args.fail_on_findings and any(
         record.findings
         for walk in walks.values()

@@ -13,6 +13,12 @@ Findings, as the threat model sets them (docs/threat-model.md):
 Hop limit 2 on a golden AMI is fine: AWS's own default for Amazon Linux 2023 and for
 imds_support v2.0 AMIs, and what the allowlisted bridge daemons need. Hop limit 1 is fine
 too, with a note: at 1, with IMDSv1 off, the allowlisted bridge daemons get no IMDSv2 token.
+
+What an unread read leaves unknown (a record's `unknown` entries, golden_ami.audit.model) is
+not judged, neither as a finding nor as fine: with the published AMIs unread, nothing is
+judged on being on the golden AMI; with the account defaults unread, a launch template option
+left to them is unknown; with an EC2 instance or a launch template version unread, its
+metadata options are. What was read is judged as always.
 """
 
 from __future__ import annotations
@@ -20,7 +26,21 @@ from __future__ import annotations
 import dataclasses
 
 from golden_ami import layout, verify_hosts
-from golden_ami.audit.model import AccountDefaults, Instance, Template, Walk, block_attribute
+from golden_ami.audit.model import (
+    UNKNOWN_DEFAULTS,
+    UNKNOWN_HOP_LIMIT,
+    UNKNOWN_HOST_CHECK,
+    UNKNOWN_HTTP_TOKENS,
+    UNKNOWN_METADATA,
+    AccountDefaults,
+    Instance,
+    Template,
+    Unread,
+    Walk,
+    block_attribute,
+    unknown_entry,
+    unknown_keys,
+)
 
 # Finding keys: stable, in --json and in the summary's counts.
 NOT_PUBLISHED = "not_published"
@@ -44,7 +64,8 @@ FINDING_KEYS = (
 # Note keys: fine, but worth knowing.
 HOP_LIMIT_1 = "hop_limit_1"
 ATTRIBUTE_MISSING = "attribute_missing"  # tasks that require the attribute are not placed there
-NOTE_KEYS = (HOP_LIMIT_1, ATTRIBUTE_MISSING)
+IMDS_TASK_CREDENTIALS = "imds_task_credentials"  # its agent serves task credentials through IMDS
+NOTE_KEYS = (HOP_LIMIT_1, ATTRIBUTE_MISSING, IMDS_TASK_CREDENTIALS)
 
 UNPUBLISHED = "not on a published golden AMI"
 IMDSV1 = "IMDSv1 allowed (HttpTokens optional)"
@@ -63,14 +84,18 @@ def _note(key: str, message: str) -> dict:
     return {"key": key, "message": message}
 
 
-def imds_findings(tokens, hops, endpoint, golden: bool | None, fix, setting) -> tuple[list[dict], list[dict]]:
+def imds_findings(
+    tokens, hops, endpoint, golden: bool | None, fix, setting, unknown=()
+) -> tuple[list[dict], list[dict]]:
     """Findings and notes for one set of metadata options, by the threat model's table.
 
     tokens, hops, endpoint: the values in force; None where nothing sets them (a launch
     template that leaves them to the AMI, an account default of no preference). golden:
     whether a published golden AMI, and so the host block, stands behind them; None for the
-    account defaults, which apply to every AMI. fix(option, value): the remediation;
-    setting(option): the name of the setting to change.
+    account defaults, which apply to every AMI, and where the published AMIs are unread: then
+    only what is a finding on any AMI is one. unknown: the options (TOKENS, HOPS) whose value
+    is not known, left unjudged. fix(option, value): the remediation; setting(option): the
+    name of the setting to change.
     """
     findings: list[dict] = []
     notes: list[dict] = []
@@ -83,21 +108,23 @@ def imds_findings(tokens, hops, endpoint, golden: bool | None, fix, setting) -> 
 
     if endpoint == "disabled":
         return findings, notes  # no IMDS at all: nothing to reach
-    if tokens == "optional":
-        found(IMDSV1_ALLOWED, IMDSV1, TOKENS, "required")
-    elif tokens is None and golden is False:
-        message = "HttpTokens not set: left to the AMI (IMDSv1 allowed unless it is imds_support v2.0)"
-        found(HTTP_TOKENS_UNSET, message, TOKENS, "required")
-    if hops is not None and hops > 2:
-        found(HOP_LIMIT_OVER_2, f"hop limit {hops} > 2", HOPS, 1 if golden is False else 2)
-    elif hops == 2 and golden is False:
-        message = "hop limit 2 without the host block (not on a published golden AMI)"
-        found(HOP_LIMIT_2_WITHOUT_BLOCK, message, HOPS, 1)
-    elif hops is None and golden is False:
-        message = "hop limit not set, without the host block: 2 if the AMI is imds_support v2.0"
-        found(HOP_LIMIT_UNSET_WITHOUT_BLOCK, message, HOPS, 1)
-    elif hops == 1:
-        notes.append(_note(HOP_LIMIT_1, HOP_1_NOTE))
+    if TOKENS not in unknown:  # an unknown option is neither a finding nor fine
+        if tokens == "optional":
+            found(IMDSV1_ALLOWED, IMDSV1, TOKENS, "required")
+        elif tokens is None and golden is False:
+            message = "HttpTokens not set: left to the AMI (IMDSv1 allowed unless it is imds_support v2.0)"
+            found(HTTP_TOKENS_UNSET, message, TOKENS, "required")
+    if HOPS not in unknown:
+        if hops is not None and hops > 2:
+            found(HOP_LIMIT_OVER_2, f"hop limit {hops} > 2", HOPS, 1 if golden is False else 2)
+        elif hops == 2 and golden is False:
+            message = "hop limit 2 without the host block (not on a published golden AMI)"
+            found(HOP_LIMIT_2_WITHOUT_BLOCK, message, HOPS, 1)
+        elif hops is None and golden is False:
+            message = "hop limit not set, without the host block: 2 if the AMI is imds_support v2.0"
+            found(HOP_LIMIT_UNSET_WITHOUT_BLOCK, message, HOPS, 1)
+        elif hops == 1:
+            notes.append(_note(HOP_LIMIT_1, HOP_1_NOTE))
     return findings, notes
 
 
@@ -119,9 +146,12 @@ def _not_published(prefix: str, where: str, then: str = "") -> dict:
 
 
 def evaluate_defaults(defaults: AccountDefaults) -> None:
-    """The account's IMDS defaults: an option left at no preference is no finding."""
+    """The account's IMDS defaults: an option left at no preference is no finding; unread
+    defaults are not judged."""
 
     region = defaults.region
+    if UNKNOWN_DEFAULTS in unknown_keys(defaults):
+        return
 
     def fix(option, value):
         return f"aws ec2 modify-instance-metadata-defaults --region {region} {_CLI_FLAGS[option]} {value}"
@@ -155,15 +185,23 @@ def template_where(template: Template) -> str:
 
 def evaluate_template(template: Template, defaults: AccountDefaults, prefix: str) -> None:
     """A launch template version: its own MetadataOptions, else the account default, else the
-    AMI's (a golden AMI is imds_support v2.0: tokens required, hop limit 2)."""
-    if template.error:
+    AMI's (a golden AMI is imds_support v2.0: tokens required, hop limit 2). An option left to
+    unread account defaults is unknown, and not judged."""
+    if template.error or UNKNOWN_METADATA in unknown_keys(template):
         return
-    for option, own, default, golden_value in (
-        ("http_tokens", template.http_tokens, defaults.http_tokens, "required"),
-        ("hop_limit", template.hop_limit, defaults.hop_limit, 2),
+    unread = next((u for u in defaults.unknown if u["key"] == UNKNOWN_DEFAULTS), None)
+    unjudged = set()
+    for option, own, default, golden_value, key, name in (
+        ("http_tokens", template.http_tokens, defaults.http_tokens, "required", UNKNOWN_HTTP_TOKENS, TOKENS),
+        ("hop_limit", template.hop_limit, defaults.hop_limit, 2, UNKNOWN_HOP_LIMIT, HOPS),
     ):
         if own is not None:
             value, source = own, "launch template"
+        elif unread:
+            value, source = None, "account default (unread)"
+            unjudged.add(name)
+            what = f"{name}, left to the account default"
+            template.unknown.append(unknown_entry(key, what, unread["call"], unread["code"]))
         elif default is not None:
             value, source = default, "account default"
         elif template.published:
@@ -185,8 +223,9 @@ def evaluate_template(template: Template, defaults: AccountDefaults, prefix: str
         template.published,
         fix,
         _metadata_option,
+        unjudged,
     )
-    if not template.published:
+    if template.published is False:
         template.findings.insert(0, _not_published(prefix, where))
 
 
@@ -209,7 +248,10 @@ def instance_where(instance: Instance, of_group: dict[str, Template]) -> str | N
 
 def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> None:
     """One running instance: its own metadata options, with where to change them for good
-    (where: its launch template version, when known) and how to change them now."""
+    (where: its launch template version, when known) and how to change them now. Not judged
+    when its EC2 instance is unread; not on being published when the published AMIs are."""
+    if UNKNOWN_METADATA in unknown_keys(instance):
+        return
     where = where or f"what launches instance {instance.ec2_instance_id} (its launch template)"
 
     def fix(option, value):
@@ -226,7 +268,7 @@ def evaluate_instance(instance: Instance, prefix: str, where: str | None) -> Non
     instance.findings, instance.notes = imds_findings(
         tokens, instance.hop_limit, endpoint, instance.published, fix, _metadata_option
     )
-    if not instance.published:
+    if instance.published is False:
         instance.findings.insert(0, _not_published(prefix, where, ", then replace the instance"))
 
 
@@ -234,12 +276,31 @@ def evaluate_attribute(instance: Instance) -> None:
     """A note for a container instance without the attribute: a task or service that requires
     it (attribute:ecs-imds-block == enforced) is never placed there."""
     attribute = block_attribute()
-    if instance.image_id is not None and instance.block_attribute != attribute["value"]:
+    on_ec2 = instance.ec2_instance_id.startswith("i-")  # not mi-: ECS Anywhere, no EC2 IMDS
+    if on_ec2 and instance.block_attribute != attribute["value"]:
         instance.notes.append(
             _note(
                 ATTRIBUTE_MISSING,
                 f"no {attribute['name']}={attribute['value']} attribute: its agent did not find the block "
                 "live at its start, or the host predates the attribute or is not on the golden AMI",
+            )
+        )
+
+
+def evaluate_task_credentials(instance: Instance) -> None:
+    """A note for a container instance whose agent serves task credentials through IMDS
+    (ecs.capability.imds-iam-roles): whatever reaches IMDS there, an allowlisted daemon network
+    included, reads every task's role on the host. The attribute the role registers says only
+    that the block is enforced, not whether a network is allowlisted: the note is for every
+    such host, and says what an allowlist there would mean."""
+    on_ec2 = instance.ec2_instance_id.startswith("i-")
+    if on_ec2 and instance.imds_iam_roles and instance.imds_endpoint != "disabled":
+        instance.notes.append(
+            _note(
+                IMDS_TASK_CREDENTIALS,
+                "its agent serves task credentials through IMDS (ecs.capability.imds-iam-roles): "
+                "a daemon network allowlisted to IMDS (ecs_imds_block_allowed_cidrs) would read every "
+                "task's role on this host; allowlist none here, or give those daemons task roles",
             )
         )
 
@@ -253,6 +314,7 @@ def evaluate_walk(walk: Walk, prefix: str, of_group: dict[str, Template]) -> Non
     for instance in walk.instances:
         evaluate_instance(instance, prefix, instance_where(instance, of_group))
         evaluate_attribute(instance)
+        evaluate_task_credentials(instance)
 
 
 def evaluate_host_check(instance: Instance, check: verify_hosts.HostCheck) -> None:
@@ -281,3 +343,8 @@ def evaluate_host_check(instance: Instance, check: verify_hosts.HostCheck) -> No
         }[check.status]
         message = f"IMDS block not verified on the host: {check.detail}"
         instance.findings.append(_finding(HOST_NOT_VERIFIED, message, check_line, check.status, fix))
+
+
+def host_unchecked(instance: Instance, unread: Unread) -> None:
+    """--verify-hosts could not run (a read of SSM unread): the host is unknown, not a finding."""
+    instance.unknown.append(unread.leaves(UNKNOWN_HOST_CHECK, "whether the IMDS block is live on the host"))

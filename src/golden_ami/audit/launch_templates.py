@@ -6,7 +6,8 @@ the versions they name ($Latest, $Default or a number) resolved to numbers, and 
 record for each version, with the groups, capacity providers and clusters that launch it.
 
 One DescribeLaunchTemplateVersions per launch template: the API takes one template a call and
-all the versions the groups name at once.
+all the versions the groups name at once. A template whose versions are unread is listed, one
+record per version reference, with its MetadataOptions unknown.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections import defaultdict
 
 import botocore.exceptions
 
-from golden_ami.audit.fetch import error_code
-from golden_ami.audit.model import Published, Template
+from golden_ami.audit.fetch import Reads, error_code
+from golden_ami.audit.model import UNKNOWN_METADATA, UNKNOWN_PUBLISHED, Published, Template
 from golden_ami.aws import LOG
 
 LAUNCH_TEMPLATE_PAGE = 200  # DescribeLaunchTemplateVersions: MaxResults 1-200
@@ -75,12 +76,14 @@ def _resolve(references: list[str], versions: list[dict]) -> dict[str, dict]:
     return resolved
 
 
-def _golden_image(image_id: str | None, published: Published, own_account: bool) -> bool:
+def _golden_image(image_id: str | None, published: Published, own_account: bool) -> bool | None:
     """A launch template's ImageId names a published AMI: the AMI ID, or resolve:ssm: of one
     of the published parameters (by name only in the caller's own account, where the name
-    resolves; by ARN anywhere)."""
+    resolves; by ARN anywhere). None when the published AMIs are unread."""
     if not image_id:
         return False
+    if published.unread:
+        return None
     if image_id in published:
         return True
     if not image_id.startswith("resolve:ssm:"):
@@ -103,7 +106,7 @@ def _template_key(spec: dict) -> tuple[str, str]:
 def _template(account, key, number, version: dict | None, names, published: Published, own: bool):
     data = (version or {}).get("LaunchTemplateData", {})
     options = data.get("MetadataOptions", {})
-    return Template(
+    record = Template(
         account=account,
         launch_template_id=(version or {}).get("LaunchTemplateId") or (key[1] if key[0] == "id" else None),
         launch_template_name=(version or {}).get("LaunchTemplateName") or names.get(key),
@@ -114,9 +117,16 @@ def _template(account, key, number, version: dict | None, names, published: Publ
         hop_limit=options.get("HttpPutResponseHopLimit"),
         http_endpoint=options.get("HttpEndpoint"),
     )
+    if record.published is None:
+        record.unknown.append(
+            published.unread.leaves(UNKNOWN_PUBLISHED, "whether it launches a published golden AMI")
+        )
+    return record
 
 
-def templates(ec2, groups: dict[str, dict], links: dict, account, published: Published, own: bool):
+def templates(
+    ec2, groups: dict[str, dict], links: dict, account, published: Published, own: bool, reads: Reads
+):
     """The launch template versions the groups launch, one Template for each, the groups on
     launch configurations, and {group: the Template of its own (first) specification}.
 
@@ -145,7 +155,9 @@ def templates(ec2, groups: dict[str, dict], links: dict, account, published: Pub
     by_reference: dict[tuple, Template] = {}
     for key in sorted(references):
         wanted = sorted(references[key])
-        versions, error = _template_versions(ec2, key, wanted)
+        versions, error = [], None
+        with reads.reading(names.get(key) or key[1]) as read:
+            versions, error = _template_versions(ec2, key, wanted)
         resolved = _resolve(wanted, versions)
         for reference in wanted:
             version = resolved.get(reference)
@@ -153,7 +165,13 @@ def templates(ec2, groups: dict[str, dict], links: dict, account, published: Pub
             record = records.get((key, number, None if version else reference))
             if record is None:
                 record = _template(account, key, number, version, names, published, own)
-                record.error = None if version else error or f"version {reference} not found"
+                if read.unread:
+                    record.published = None  # no image read
+                    record.unknown.append(
+                        read.unread.leaves(UNKNOWN_METADATA, "its image and MetadataOptions")
+                    )
+                else:
+                    record.error = None if version else error or f"version {reference} not found"
                 records[(key, number, None if version else reference)] = record
             by_reference[(key, reference)] = record
             record.referenced_as = sorted({*record.referenced_as, reference})
