@@ -316,6 +316,19 @@ def test_the_script_says_when_the_host_has_no_block(host_root):
     assert done.stdout == "ecs-imds-block is not installed (no /usr/local/sbin/ecs-imds-block)\n"
 
 
+def test_the_script_names_a_previous_release_rather_than_its_usage(host_root):
+    """A host on an AMI of the previous release has the program's path, its shell loader, but no
+    configuration: it is drifted with that said, not with the old loader's usage line."""
+    done = host_root(verify_hosts.remote_script(), before="rm /etc/ecs-imds-block/config.json")
+
+    assert done.returncode == verify_hosts.EXIT_NOT_INSTALLED
+    assert done.stdout == (
+        "a previous release of ecs-imds-block (no /etc/ecs-imds-block/config.json): "
+        "rebuild from a current AMI\n"
+    )
+    assert as_ssm_reports_it(done).status == verify_hosts.DRIFTED
+
+
 def test_each_account_is_verified_with_its_own_ssm_client(stub, tmp_path):
     from support.audit import assumed
 

@@ -8,8 +8,9 @@ the same check that guards the agent's start answers here, for every family the 
 
 Each EC2 instance is reported as one of:
   - verified:   the check passed;
-  - drifted:    the check failed (its own output is the detail: the family that is off and
-                the firewall backends), or the host has no block installed;
+  - drifted:    the check failed (its own output is the detail: each family that is off, and
+                why), or the host has no block installed, or a release without the host
+                program's configuration;
   - unmanaged:  not a managed node of SSM, or its agent is not online, so nothing ran;
   - timed_out:  no answer within --verify-timeout.
 
@@ -63,10 +64,14 @@ def remote_script() -> str:
     from golden_ami.boothook import names  # the role's data, read where it lives
 
     program = shlex.quote(names()["program"])
+    config = "/etc/ecs-imds-block/config.json"  # the program's own; a previous release had none
     return "\n".join(
         [
             f"if [ ! -x {program} ]; then",
             f"  echo 'ecs-imds-block is not installed (no {names()['program']})'",
+            f"  exit {EXIT_NOT_INSTALLED}",
+            f"elif [ ! -e {config} ]; then",
+            f"  echo 'a previous release of ecs-imds-block (no {config}): rebuild from a current AMI'",
             f"  exit {EXIT_NOT_INSTALLED}",
             "fi",
             f"exec {program} check 2>&1",
