@@ -223,7 +223,7 @@ def test_the_defaults_render_the_configuration_keys_sorted():
                 "service": "ip6tables.service",
             },
         ],
-        "heal": {"enabled": True, "interval": 3},
+        "heal": {"backstop": 60, "enabled": True, "interval": 3},
         "imds": {"4": "169.254.169.254", "6": "fd00:ec2::254"},
         "program": "/usr/local/sbin/ecs-imds-block",
         "units": {
@@ -231,6 +231,7 @@ def test_the_defaults_render_the_configuration_keys_sorted():
             "dropin": "50-ecs-imds-block.conf",
             "ecs": "ecs.service",
             "heal": "ecs-imds-block-heal",
+            "watch": "ecs-imds-block-watch",
         },
     }
     assert text == json.dumps(expected, indent=2, sort_keys=True) + "\n"
@@ -260,7 +261,10 @@ def test_the_defaults_render_the_configuration_keys_sorted():
                 }
             },
         ),
-        ({"heal": False, "heal_interval": 60}, {"heal": lambda c: {"enabled": False, "interval": 60}}),
+        (
+            {"heal": False, "heal_interval": 60, "heal_backstop": 600},
+            {"heal": lambda c: {"enabled": False, "interval": 60, "backstop": 600}},
+        ),
         ({"ecs_config_path": "/srv/ecs.config"}, {"ecs_config.path": lambda c: "/srv/ecs.config"}),
         (
             {"allowed_cidrs": ["10.0.0.7", "10.0.0.7/32"], "allowed_cidrs_v6": ["FD00:1::/64"]},
@@ -389,7 +393,7 @@ def test_the_packed_program_runs_under_sh(netadmin, tmp_path):
             result = subprocess.run(argv, capture_output=True, text=True)
             return result.returncode, result.stdout
 
-        assert run("check") == (1, "4\n6\n")
+        assert run("check") == (1, "4\n6\nnft\n")
         put_back = "ecs-imds-block: put the block back between its markers in "
         assert run("load") == (
             0,

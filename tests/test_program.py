@@ -34,6 +34,7 @@ IMDS = {4: "169.254.169.254/32", 6: "fd00:ec2::254/128"}
 UNREACHABLE = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
 ALLOW = {4: ["172.31.250.0/24", "10.0.0.7/32"], 6: ["fd00:1::/64"]}
 JUMP_TO_USER, JUMP_TO_CHAIN = "-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j ECS-IMDS-BLOCK"
+NFT_MISSING = "the nftables table inet ecs-imds-block is missing"
 
 
 def block(family: int, action: str = "reject", allowed: list[str] = (), bridge: bool = True) -> list[str]:
@@ -420,12 +421,13 @@ def test_check_names_each_family_that_is_off_and_apply_puts_the_jumps_first_keep
     """apply loads what is missing in one run, keeps Docker's and ecs-init's rules and chains, and
     says nothing the second time: the block is on."""
     result = netns.program("check", check=False)
-    assert (result.returncode, result.stdout) == (1, "4\n6\n")
+    assert (result.returncode, result.stdout) == (1, "4\n6\nnft\n")
     assert result.stderr == (
         "ecs-imds-block: IPv4 ECS-IMDS-BLOCK is missing\necs-imds-block: IPv6 ECS-IMDS-BLOCK is missing\n"
+        f"ecs-imds-block: {NFT_MISSING}\n"
     )
     first = netns.program("apply")
-    assert first.stdout.splitlines() == [
+    assert first.stdout.splitlines() == [f"ecs-imds-block apply: {NFT_MISSING}; loaded it"] + [
         f"ecs-imds-block apply: IPv{family} ECS-IMDS-BLOCK is missing; reloaded {netns.path(family)} whole "
         "(the host's rules and the block) in one commit"
         for family in (4, 6)
@@ -540,17 +542,19 @@ BROKEN = {
 @pytest.mark.parametrize("breaker", BREAKERS)
 def test_heal_after_a_flush_puts_the_block_and_the_hosts_rules_back_each_once(netns, breaker):
     """What removed the block removed the host's own rules with it: the heal reloads each file
-    whole, in one line each, and every rule of the host's and of the block is live once. nft flush
-    ruleset leaves the legacy backend's tables alone: there the heal has nothing to do."""
+    whole, in one line each, and every rule of the host's and of the block is live once. The
+    block's own nftables table is untouched by iptables' flushes; nft flush ruleset removes it
+    (and leaves the legacy backend's tables alone: there the heal loads only the table)."""
     for family in (4, 6):
         netns.path(family).write_bytes(TEAM[family])
     netns.program("load")
     netns.run("sh", "-c", BREAKERS[breaker])
     healed = netns.program("heal")
+    table = [f"ecs-imds-block heal: {NFT_MISSING}; loaded it"] * (breaker == "nft flush ruleset")
     if breaker == "nft flush ruleset" and netns.backend == "legacy":
-        assert healed.stdout == ""
+        assert healed.stdout.splitlines() == table
     else:
-        assert healed.stdout.splitlines() == [
+        assert healed.stdout.splitlines() == table + [
             f"ecs-imds-block heal: IPv{family} {BROKEN[breaker]}; reloaded {netns.path(family)} whole "
             "(the host's rules and the block) in one commit"
             for family in (4, 6)
@@ -736,10 +740,11 @@ def test_a_file_the_kernel_refuses_loads_the_block_alone_and_load_fails_in_one_l
 def test_heal_of_a_refused_file_loads_the_block_alone(netns):
     refused_file(netns)
     result = netns.program("heal")
-    assert result.stdout.splitlines()[0] == (
+    assert result.stdout.splitlines()[:2] == [
+        f"ecs-imds-block heal: {NFT_MISSING}; loaded it",
         f"ecs-imds-block heal: IPv4 ECS-IMDS-BLOCK is missing; the kernel refused {netns.path(4)}; "
-        "loaded only the block"
-    )
+        "loaded only the block",
+    ]
     assert netns.chain(4, "ECS-IMDS-BLOCK") == block(4)
     netns.checked()
 

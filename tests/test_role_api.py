@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import ROLE
 from ecs_imds_block.filter_plugins.ecs_imds_block import ACTIONS, ecs_imds_block_config
+from ecs_imds_block.filter_plugins.ecs_imds_block import SETTINGS as FILTER_SETTINGS
 
 TASKS = ROLE / "tasks"
 PLATFORM = "platform.yml"
@@ -107,7 +108,7 @@ def test_each_supported_platform_has_its_vars_file_with_both_families():
     names = load("vars/main.yml")["ecs_imds_block__names"]
     defaults = load("defaults/main.yml")
     settings = {name.removeprefix("ecs_imds_block_"): value for name, value in defaults.items()}
-    settings = {key: settings[key] for key in SETTINGS}
+    settings = {key: settings[key] for key in FILTER_SETTINGS}
 
     def families(platform, ipv6):
         data = load(f"vars/{platform}.yml")["ecs_imds_block__os"]
@@ -140,13 +141,6 @@ def test_each_supported_platform_has_its_vars_file_with_both_families():
     debian = families("Debian-12", True)
     assert [entry["path"] for entry in debian] == ["/etc/iptables/rules.v4", "/etc/iptables/rules.v6"]
     assert {entry["service"] for entry in debian} == {"netfilter-persistent.service"}
-
-
-# The filter's settings and the role's variables they come from (vars/main.yml).
-SETTINGS = (
-    "bridge", "awsvpc", "ipv6", "attribute", "heal", "heal_interval", "action", "ecs_config_path",
-    "ecs_settings", "allowed_cidrs", "allowed_cidrs_v6",
-)  # fmt: skip
 
 
 def test_the_agent_key_list_is_one_sorted_key_a_line_and_holds_the_keys_we_document():

@@ -43,12 +43,12 @@ ROLE = Path(__file__).resolve().parents[1] / "roles" / "ecs_imds_block"
 SOURCE = ROLE / "files" / "ecs-imds-block"
 BOOTHOOK = ("text/cloud-boothook", "ecs-imds-block-boothook.sh")
 ECS_CONFIG = ("text/x-shellscript", "ecs-imds-block-ecs-config.sh")
-# What `golden-ami user-data --cluster c` takes, gzipped: 8,686 bytes measured on 2026-12-07
+# What `golden-ami user-data --cluster c` takes, gzipped: 9,601 bytes measured on 2026-12-07
 # (the boothook's own lines, the program packed without comments and docstrings, its
 # configuration). The issue's target was 6,144 bytes: not met. The budget below is what is
 # measured, with a little headroom for the program to grow; a team gets what is left of EC2's
 # 16,384 (docs/cli.md says the same).
-BUDGET = 8_800
+BUDGET = 9_800
 SCRIPT = b"#!/bin/bash\nset -e\necho 'hello from the old user data' >/tmp/old\n"
 CLOUD_CONFIG = b"#cloud-config\npackages:\n  - jq\nruncmd:\n  - [touch, /tmp/cloud-config-ran]\n"
 BOOTHOOK_PART = b"#cloud-boothook\n#!/bin/sh\necho early\n"
@@ -181,7 +181,7 @@ def test_the_boothook_loads_the_block_before_the_step_that_needs_the_network_and
         'if ! sh "$dir/program" --config "$dir/config.json" install; then\n',
         "fail 'install failed (see above); docker.service will not start'",
         'rm -rf "$dir"\n',
-        'missing=$(for name in iptables-services; do rpm -q --quiet --whatprovides "$name" || echo "$name";'
+        'missing=$(for name in iptables-services nftables; do rpm -q --quiet --whatprovides "$name" || echo "$name";'
         " done)\n",
         "install='dnf install -y'",
         'fail "$install $missing failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '

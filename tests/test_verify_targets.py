@@ -33,6 +33,7 @@ import jinja2.meta
 import pytest
 import yaml
 from conftest import ROOT
+from ecs_imds_block.filter_plugins.ecs_imds_block import SETTINGS as FILTER_SETTINGS
 
 PLAYBOOKS = ROOT / "playbooks"
 VERIFY = PLAYBOOKS / "verify.yml"
@@ -478,7 +479,7 @@ def test_verify_reads_the_host_programs_configuration_as_the_role_renders_it(con
         result = results[case]
         assert result.ok, result.failures
         values = {k.removeprefix("ecs_imds_block_"): v for k, v in {**defaults, **role_vars}.items()}
-        settings = {k: values[k] for k in ROLE_SETTINGS}
+        settings = {k: values[k] for k in FILTER_SETTINGS}
         assert result.values["verify_config"] == json.loads(ecs_imds_block_config(os_data, names, settings))
         families = [4, 6] if case == "fixture" else [4]
         assert [entry["family"] for entry in result.values["verify_families"]] == families
@@ -508,13 +509,6 @@ def test_verify_evaluates_its_variables_with_each_of_the_roles_switches_off(cont
         assert result.ok, (case, result.failures)
         assert result.values["verify_config"]["ecs_config"]["attribute_on"] == (case == "ipv6-off")
         assert (result.values["verify_attribute_setting"] == "") == (case != "ipv6-off")
-
-
-# The role's variables the filter renders the configuration from, by the filter's names.
-ROLE_SETTINGS = (
-    "bridge", "awsvpc", "ipv6", "attribute", "heal", "heal_interval", "action", "ecs_config_path",
-    "ecs_settings", "allowed_cidrs", "allowed_cidrs_v6",
-)  # fmt: skip
 
 
 # --- what the ec2 checks do ------------------------------------------------------------------------

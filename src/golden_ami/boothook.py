@@ -44,6 +44,7 @@ def settings(action: str = "reject", ipv6: bool = True, allow=(), allow_v6=()) -
     return {
         "bridge": True, "awsvpc": True, "attribute": True, "ipv6": ipv6, "action": action,
         "heal": defaults["ecs_imds_block_heal"], "heal_interval": defaults["ecs_imds_block_heal_interval"],
+        "heal_backstop": defaults["ecs_imds_block_heal_backstop"],
         "ecs_config_path": defaults["ecs_imds_block_ecs_config_path"], "ecs_settings": {},
         "allowed_cidrs": list(allow), "allowed_cidrs_v6": list(allow_v6),
     }  # fmt: skip

@@ -25,6 +25,7 @@ DEFAULTS = {
     "attribute": True,
     "heal": True,
     "heal_interval": 3,
+    "heal_backstop": 60,
     "action": "reject",
     "ecs_config_path": "/etc/ecs/ecs.config",
     "ecs_settings": {},

@@ -41,8 +41,9 @@ DOCUMENTATION = r"""
     settings:
       description:
         - C(bridge), C(awsvpc), C(ipv6), C(attribute), C(heal) (booleans), C(action)
-          (C(reject) or C(drop)), C(heal_interval) (seconds), C(ecs_config_path), C(ecs_settings)
-          (as ecs_config_settings renders them) and C(allowed_cidrs), C(allowed_cidrs_v6).
+          (C(reject) or C(drop)), C(heal_interval) and C(heal_backstop) (seconds),
+          C(ecs_config_path), C(ecs_settings) (as ecs_config_settings renders them) and
+          C(allowed_cidrs), C(allowed_cidrs_v6).
         - C(allowed_cidrs) and C(allowed_cidrs_v6) are source networks that may still reach IMDS,
           each an address with an optional prefix length in ASCII digits, hex letters, C(.), C(:)
           and C(/) only (no scope id, whitespace or newline). Refused, naming the value, are host
@@ -94,8 +95,8 @@ EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/
 _CIDR = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?\Z")
 SETTINGS = {
     "bridge": bool, "awsvpc": bool, "ipv6": bool, "attribute": bool, "heal": bool, "action": str,
-    "heal_interval": int, "ecs_config_path": str, "ecs_settings": dict, "allowed_cidrs": list,
-    "allowed_cidrs_v6": list,
+    "heal_interval": int, "heal_backstop": int, "ecs_config_path": str, "ecs_settings": dict,
+    "allowed_cidrs": list, "allowed_cidrs_v6": list,
 }  # fmt: skip
 
 
@@ -163,6 +164,10 @@ def ecs_imds_block_config(os_data, names, settings):
         raise AnsibleFilterError(
             f"ecs_imds_block_heal_interval must be 1-60 seconds, not {settings['heal_interval']}"
         )
+    if not 10 <= settings["heal_backstop"] <= 3600:
+        raise AnsibleFilterError(
+            f"ecs_imds_block_heal_backstop must be 10-3600 seconds, not {settings['heal_backstop']}"
+        )
     owned = sorted(set(settings["ecs_settings"]) & set(OWNED))
     if owned:
         raise AnsibleFilterError(
@@ -196,7 +201,11 @@ def ecs_imds_block_config(os_data, names, settings):
             }
             for e in os_data["persistence"]
         ],
-        "heal": {"enabled": settings["heal"], "interval": settings["heal_interval"]},
+        "heal": {
+            "enabled": settings["heal"],
+            "interval": settings["heal_interval"],
+            "backstop": settings["heal_backstop"],
+        },
         "ecs_config": {
             "path": settings["ecs_config_path"],
             "settings": {**settings["ecs_settings"], **awsvpc},
