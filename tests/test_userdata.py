@@ -181,8 +181,8 @@ def test_the_boothook_loads_the_block_before_the_step_that_needs_the_network_and
         'if ! sh "$dir/program" --config "$dir/config.json" install; then\n',
         "fail 'install failed (see above); docker.service will not start'",
         'rm -rf "$dir"\n',
-        'missing=$(for name in iptables-services nftables; do rpm -q --quiet --whatprovides "$name" || echo "$name";'
-        " done)\n",
+        "missing=$(for name in iptables-services nftables; do",
+        'rpm -q --quiet --whatprovides "$name" || echo "$name"; done)\n',
         "install='dnf install -y'",
         'fail "$install $missing failed (see /var/log/ecs-imds-block-install.log); the block is loaded, '
         'and docker.service loads it at every start"',
