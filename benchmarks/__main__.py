@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 measured["dockerstart"] = dockerstart.measure(golden, args.start_pairs)
         if "heal" in selected:  # a host of its own: each sample flushes its filter tables
             with _phase(phases, "heal"):
-                measured["heal"] = heal.measure(golden)
+                measured["heal"] = heal.measure(golden, bench, log_file)
         if "role" in selected:
             with _phase(phases, "role"):
                 measured["role"] = role.measure(bench, args.role_runs, log_file)

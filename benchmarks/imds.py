@@ -6,7 +6,9 @@ Three cases on one golden instance, at the same time, each from its own client c
 
 - reject: the default bridge, behind the role's rules (TCP reset);
 - drop:   a dedicated network, bench-drop, whose source subnet gets the seed's rule, a plain
-          `-j DROP` for 169.254.169.254, inserted at the top of DOCKER-USER;
+          `-j DROP` for 169.254.169.254, inserted at the top of DOCKER-USER, and which the block
+          allowlists (the host program's configuration, installed again): the seed's rule alone
+          decides for it, and the heal, which puts only our jump above it, undoes nothing;
 - floor:  imds-allowed (172.31.250.0/24, the fixture's allowlisted network): an allowed
           request to the fake IMDS, the cost of a request that succeeds.
 
@@ -25,6 +27,7 @@ from benchmarks import fixture, stats
 from benchmarks.progress import log
 
 IMDS = "169.254.169.254/32"
+CONFIG = "/etc/ecs-imds-block/config.json"
 DROP_NETWORK = "bench-drop"
 DROP_SUBNET = "172.31.252.0/24"  # beside the fixture's 172.31.250.0/24 and 172.31.251.0/24
 CASES = {"reject": "bridge", "drop": DROP_NETWORK, "floor": "imds-allowed"}
@@ -33,6 +36,11 @@ CLIENTS = ("boto", "raw")
 
 
 def _setup(host: LocalHost, image: str) -> dict[str, str]:
+    config = json.loads(host.run("cat", CONFIG).stdout)
+    for entry in config["families"]:
+        entry["allowed"] += [DROP_SUBNET] * (entry["family"] == 4)
+    host.run("sh", "-c", "cat > /root/bench-config.json", stdin=json.dumps(config, indent=2, sort_keys=True))
+    host.run(config["program"], "--config", "/root/bench-config.json", "install")
     host.run("docker", "network", "create", "--subnet", DROP_SUBNET, DROP_NETWORK)
     drop = ["DOCKER-USER", "-s", DROP_SUBNET, "-d", IMDS, "-j", "DROP"]
     host.run("iptables", "-w", "-I", drop[0], "1", *drop[1:])

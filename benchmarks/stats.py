@@ -12,11 +12,15 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def p95(values: Sequence[float]) -> float:
-    """95th percentile, linear interpolation between the closest ranks (numpy's default)."""
+def percentile(values: Sequence[float], p: int) -> float:
+    """The p-th percentile, linear interpolation between the closest ranks (numpy's default)."""
     if len(values) == 1:
         return float(values[0])
-    return float(statistics.quantiles(values, n=100, method="inclusive")[94])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[p - 1])
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 95)
 
 
 def summary(values: Sequence[float], digits: int = 3) -> dict:
