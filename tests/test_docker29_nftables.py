@@ -213,12 +213,16 @@ def test_docker29s_tables_accept_the_bridges_traffic_yet_the_block_refuses_it(do
 
 
 def test_without_the_blocks_rule_docker29s_tables_let_the_container_through(docker29_host):
-    """The test above can fail: with the reject rules gone, the same probe reads IMDS."""
+    """The test above can fail: with the reject rules gone from iptables, our own nftables table
+    still refuses the probe; with that table gone too, the same probe reads IMDS."""
     in_ns, host, config, probe = docker29_host
     for family, ipt in ((4, "iptables"), (6, "ip6tables")):
         for rule in in_ns(host, ipt, "-w", "-S", "ECS-IMDS-BLOCK").stdout.splitlines():
             if f"-d {IMDS[family]}/" in rule and "-j REJECT" in rule:
                 in_ns(host, ipt, "-w", *rule.replace("-A ", "-D ", 1).split())
+        assert probe(family) == "refused", f"IPv{family}: our nftables table did not refuse the probe"
+    in_ns(host, "nft", "delete", "table", "inet", "ecs-imds-block")
+    for family in (4, 6):
         assert probe(family) == "reached", f"IPv{family}: Docker 29's tables did not forward the probe"
     check = in_ns(host, str(PROGRAM), "--config", str(config), "check", check=False)
-    assert (check.returncode, check.stdout) == (1, "4\n6\n"), check
+    assert (check.returncode, check.stdout) == (1, "4\n6\nnft\n"), check

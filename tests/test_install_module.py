@@ -39,6 +39,7 @@ UNITS = sorted(
         "netfilter-persistent.service.d/50-ecs-imds-block.conf",
         "ecs-imds-block-heal.service",
         "ecs-imds-block-heal.timer",
+        "ecs-imds-block-watch.service",
     )
 )
 FILES = [
@@ -114,12 +115,14 @@ def play(host: LocalHost, tmp_path: Path, *options: str, **variables) -> dict:
 
 def snapshot(host: LocalHost) -> str:
     """Every file the module may write (content and mode, or its absence), the live rules of both
-    families and the heal timer's state."""
+    families and our nftables table, and the state of the heal timer and the watcher."""
     script = (
         'for f in "$@"; do if [ -e "$f" ]; then stat -c "%a %n" "$f"; sha256sum "$f";'
         ' else echo "no $f"; fi; done;'
         " iptables-save | grep -v '^#'; ip6tables-save | grep -v '^#';"
-        " systemctl is-enabled ecs-imds-block-heal.timer; systemctl is-active ecs-imds-block-heal.timer; true"
+        " nft list table inet ecs-imds-block 2>&1;"
+        " systemctl is-enabled ecs-imds-block-heal.timer ecs-imds-block-watch.service;"
+        " systemctl is-active ecs-imds-block-heal.timer ecs-imds-block-watch.service; true"
     )
     return host.run("sh", "-c", script, "sh", *FILES).stdout
 
@@ -132,9 +135,12 @@ def test_check_mode_changes_nothing_and_names_every_path_it_would_change(host, t
     assert result["changed_paths"] == FILES
     assert result["done"] == [
         "enable ecs-imds-block-heal.timer",
+        "enable ecs-imds-block-watch.service",
+        "the nftables table inet ecs-imds-block is missing; would load it",
         "IPv4 ECS-IMDS-BLOCK is missing; would load it",
         "IPv6 ECS-IMDS-BLOCK is missing; would load it",
         "start ecs-imds-block-heal.timer",
+        "start ecs-imds-block-watch.service",
     ]
     assert snapshot(host) == before
 
@@ -179,13 +185,15 @@ def test_a_run_installs_and_loads_and_a_second_run_reports_no_change(host, tmp_p
         live.count("-A INPUT -j TEAM-INPUT"),
         live.count("-A TEAM-INPUT -p tcp -m tcp --dport 2375 -j DROP"),
     ] == [1, 1]
-    # The program starts the timer without waiting for the job (it may run inside the boot).
+    # The program starts the timer and the watcher without waiting for the jobs (it may run
+    # inside the boot).
+    healers = ("ecs-imds-block-heal.timer", "ecs-imds-block-watch.service")
     for _ in range(50):
-        state = host.run("systemctl", "is-active", "ecs-imds-block-heal.timer", check=False).stdout
-        if state == "active\n":
+        state = host.run("systemctl", "is-active", *healers, check=False).stdout
+        if state == "active\nactive\n":
             break
         time.sleep(0.2)
-    assert state == "active\n"
+    assert state == "active\nactive\n"
     again = play(host, tmp_path / "again")
     assert (again["changed"], again["changed_paths"], again["done"]) == (False, [], [])
 

@@ -290,8 +290,8 @@ def test_the_script_passes_where_the_block_is_live(host_root):
 
 
 def test_the_script_names_each_family_that_is_off(host_root):
-    """Without the block (a host whose kernel holds none), both families; with IPv4's chain gone,
-    IPv4 alone, as the audit's stand-in fleet (scripts/moto_aws.py) reports a drifted host."""
+    """Without the block (a host whose kernel holds none), both families and our nftables table;
+    with IPv4's chain gone, IPv4 alone, as the audit's stand-in fleet (scripts/moto_aws.py) reports a drifted host."""
     nothing = host_root(verify_hosts.remote_script())
     ipv4_off = host_root(
         verify_hosts.remote_script(),
@@ -300,7 +300,10 @@ def test_the_script_names_each_family_that_is_off(host_root):
     )
 
     assert (nothing.returncode, nothing.stderr) == (1, "")
-    assert nothing.stdout == DRIFT_OUTPUT + "ecs-imds-block: IPv6 ECS-IMDS-BLOCK is missing\n6\n"
+    assert nothing.stdout == (
+        DRIFT_OUTPUT + "ecs-imds-block: IPv6 ECS-IMDS-BLOCK is missing\n6\n"
+        "ecs-imds-block: the nftables table inet ecs-imds-block is missing\nnft\n"
+    )
     assert (ipv4_off.returncode, ipv4_off.stdout, ipv4_off.stderr) == (1, DRIFT_OUTPUT, "")
     check = as_ssm_reports_it(ipv4_off)
     assert (check.status, check.detail) == (
