@@ -446,17 +446,21 @@ def test_the_package_step_failing_fails_closed_at_the_first_boot_and_after_a_reb
     with booted_host(tmp_path, repository=False) as booted:
         assert_package_step(booted, "first boot, no repository")
         assert_boot(booted, "first boot, no repository")
-        # The probes can fail: with the heal timer stopped and our chain emptied, a bridge
-        # container reads the fixture's IMDS; the program's apply puts the block back.
+        # The probes can fail: with the heal stopped (the watcher and the timer), our nftables
+        # table deleted and our chain emptied, a bridge container reads the fixture's IMDS; the
+        # program's apply puts the block back.
         host = booted.host
-        host.run("systemctl", "stop", "ecs-imds-block-heal.timer")
+        host.run("systemctl", "stop", "ecs-imds-block-watch.service", "ecs-imds-block-heal.timer")
+        host.run("nft", "delete", "table", "inet", "ecs-imds-block")
         host.run("iptables", "-w", "-F", "ECS-IMDS-BLOCK")
         assert_routed_to_the_fixture(host, "with the block emptied")
         assert INSTANCE_ID in probe(host, "bridge", "169.254.169.254")
-        assert host.run(PROGRAM, "apply").stdout.startswith(
-            "ecs-imds-block apply: IPv4 ECS-IMDS-BLOCK differs"
-        )
-        host.run("systemctl", "start", "ecs-imds-block-heal.timer")
+        applied = host.run(PROGRAM, "apply").stdout.splitlines()
+        assert [line.split(";")[0] for line in applied] == [
+            "ecs-imds-block apply: the nftables table inet ecs-imds-block is missing",
+            "ecs-imds-block apply: IPv4 ECS-IMDS-BLOCK differs from the configuration",
+        ], applied
+        host.run("systemctl", "start", "ecs-imds-block-watch.service", "ecs-imds-block-heal.timer")
         assert_blocked(host, "after apply")
 
         print(f"reboot: {reboot(host):.0f} s")

@@ -106,10 +106,12 @@ def old_docker_user(family: int) -> list[str]:
 # The host program's state, removed so that the host is as the previous release left it: that
 # release's loader and units are not put back (a clone without history has no copy of them).
 FORGET_THE_PROGRAM = """
-systemctl disable --now ecs-imds-block-heal.timer 2>/dev/null
+systemctl disable --now ecs-imds-block-watch.service ecs-imds-block-heal.timer 2>/dev/null
 rm -rf /usr/local/sbin/ecs-imds-block /etc/ecs-imds-block /etc/systemd/system/ecs-imds-block-heal.* \
+    /etc/systemd/system/ecs-imds-block-watch.service \
     /etc/systemd/system/*.d/50-ecs-imds-block.conf
 systemctl daemon-reload
+nft delete table inet ecs-imds-block 2>/dev/null
 for ipt in iptables ip6tables; do
     while $ipt -w -D DOCKER-USER -j ECS-IMDS-BLOCK 2>/dev/null; do :; done
     while $ipt -w -D DOCKER-USER -s 172.17.0.0/16 -d 192.0.2.0/24 -j DROP 2>/dev/null; do :; done
@@ -309,17 +311,19 @@ def test_the_role_moves_a_host_from_the_previous_layout_without_a_window(host, l
         assert_the_move_is_done(host)
         assert_the_old_rules_are_gone(host)
 
-        # The prober sees a window: with the heal stopped, the jumps to the block taken out for a
-        # second let IMDS answer both families, until the program's apply puts them back.
-        host.run("systemctl", "stop", "ecs-imds-block-heal.timer")
+        # The prober sees a window: with the heal stopped (the watcher and the timer), our
+        # nftables table deleted and the jumps to the block taken out for a second, IMDS answers
+        # both families, until the program's apply puts them back.
+        host.run("systemctl", "stop", "ecs-imds-block-watch.service", "ecs-imds-block-heal.timer")
         try:
             opened = uptime(host)
+            host.run("nft", "delete", "table", "inet", "ecs-imds-block")
             for tool in TOOLS.values():
                 host.run(tool, "-w", "-D", "DOCKER-USER", "-j", "ECS-IMDS-BLOCK")
             time.sleep(1)
         finally:
             host.run(PROGRAM, "apply")
-            host.run("systemctl", "start", "ecs-imds-block-heal.timer")
+            host.run("systemctl", "start", "ecs-imds-block-watch.service", "ecs-imds-block-heal.timer")
         closed = uptime(host)
         time.sleep(0.5)
         for family, counts in prober.between(opened, closed).items():
@@ -361,7 +365,9 @@ def test_the_user_datas_boothook_moves_a_host_from_the_previous_layout_without_a
         ran = host.run("sh", "-s", stdin=script, check=False)
         end = uptime(host)
         time.sleep(0.5)
-        assert ran.returncode == 1 and "install -y iptables-services failed" in ran.stderr.splitlines()[-1], (
+        # No rpm here: each package counts as missing, and yum is not there to install them.
+        failed = "yum install -y iptables-services nftables failed"
+        assert ran.returncode == 1 and failed in ran.stderr.splitlines()[-1], (
             f"{BOOTHOOK_NAME}: {ran.stderr}"
         )
         assert_no_window(prober, start, end, "the boothook's run")

@@ -111,6 +111,7 @@ def script(config_text: str) -> str:
         "fi\n"
         'rm -rf "$dir"\n'
         f'missing=$(for name in {packages}; do {os_data["package_installed"]} || echo "$name"; done)\n'
+        "missing=$(echo $missing)  # on one line, for the log and the message\n"
         'if [ -n "$missing" ]; then\n'
         "    install='yum install -y'\n"
         "    if command -v dnf >/dev/null 2>&1; then install='dnf install -y'; fi\n"
