@@ -80,7 +80,7 @@ def results_file(measured: dict, machine_text: str, date: str, wall: float) -> d
         data["audit_verify_hosts_calls"] = {n: row["verify_hosts"]["calls"] for n, row in sizes.items()}
         data["audit"] = measured["audit"]
     if "heal" in measured:
-        data["heal_p99_ms"] = {f: r["back_ms"]["p99"] for f, r in measured["heal"]["watcher"].items()}
+        data["heal_p99_ms"] = {f: r["block_ms"]["p99"] for f, r in measured["heal"]["watcher"].items()}
         data["heal_cpu_share"] = measured["heal"]["cpu_share"]
         data["heal"] = measured["heal"]
     if "dockerstart" in measured:
@@ -153,12 +153,13 @@ def targets(measured: dict) -> list[dict]:
 
         healed = measured["heal"]
         for fault, result in healed["watcher"].items():
-            back = result["back_ms"]
+            block, back = result["block_ms"], result["back_ms"]
             add(
                 f"heal: the watcher has the block back at p99 within {heal.TARGET_MS} ms of {fault}",
-                back["p99"] <= heal.TARGET_MS and result["samples"] >= 50,
-                f"p50 {back['median']:.0f} ms, p99 {back['p99']:.0f} ms, max {back['max']:.0f} ms "
-                f"({result['samples']} faults; {result['reached_imds']} probes reached IMDS)",
+                block["p99"] <= heal.TARGET_MS and result["samples"] >= 50,
+                f"p50 {block['median']:.0f} ms, p99 {block['p99']:.0f} ms, max {block['max']:.0f} ms;"
+                f" every layer p99 {back['p99']:.0f} ms ({result['samples']} faults;"
+                f" {result['reached_imds']} probes reached IMDS)",
             )
         add(
             "heal: the watcher, idle, uses under 0.1% of one core",
@@ -280,25 +281,23 @@ def render(data: dict, measured: dict) -> str:
         healed = measured["heal"]
         lines.append(
             f"6. Heal: {healed['samples']} of each fault in a golden-image host, repaired by the watcher (the"
-            f" kernel's events) and by the timer alone (every {healed['interval_s']:g} s); back = from the"
-            " fault to the last heal line's stamp; reached = a bridge container's attempts that reached IMDS"
+            f" kernel's events) and by the timer alone (every {healed['interval_s']:g} s); block = from the"
+            " fault to the stamp of the line naming our nftables table (0: the table stood); every layer ="
+            " to the last heal line's stamp; reached = a bridge container's attempts that reached IMDS"
             f" ({healed['probe_attempts_per_s']:.0f} a second) between the fault and its repair"
         )
         rows = []
         for mode in ("watcher", "timer"):
             for fault, result in healed[mode].items():
-                back = result["back_ms"]
+                block, back = result["block_ms"], result["back_ms"]
                 rows.append(
-                    [
-                        mode,
-                        fault,
-                        f"{back['median']:.0f}",
-                        f"{back['p99']:.0f}",
-                        f"{back['max']:.0f}",
-                        str(result["reached_imds"]),
-                    ]
+                    [mode, fault]
+                    + [f"{block[k]:.0f}" for k in ("median", "p99", "max")]
+                    + [f"{back[k]:.0f}" for k in ("median", "p99", "max")]
+                    + [str(result["reached_imds"])]
                 )
-        lines += _table(rows, ["heal", "fault", "back p50 ms", "p99", "max", "reached"])
+        head = ["heal", "fault", "block p50 ms", "p99", "max", "every layer p50 ms", "p99", "max", "reached"]
+        lines += _table(rows, head)
         lines += [
             f"    the watcher, idle: {healed['watcher_idle_share'] * 100:.3f}% of one core; the heal on"
             f" (watcher and backstop timer) minus off: {healed['cpu_share'] * 100:.2f}%"

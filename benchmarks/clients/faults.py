@@ -1,13 +1,16 @@
 # Copyright: the ecs-imds-golden authors
 # Apache License 2.0
 """Run in a golden-image host: apply one fault SAMPLES times and time each repair. Prints one
-JSON line per sample: {"fault", "start", "end", "back_ms", "lines"}.
+JSON line per sample: {"fault", "start", "end", "block_ms", "back_ms", "lines"}.
 
 start and end are the host's /proc/uptime around the fault's command (the clock the prober in
 its container stamps its requests with). back_ms is from the fault's end to the journal's stamp
 of the last heal line the fault caused (in the units named, the watcher's or the timer's heal
 service): when the last layer it removed was back, as the program itself reports it, with no
-polling in the way. argv: fault, samples, timeout in seconds, unit...
+polling in the way. block_ms is to the stamp of the line that names our nftables table, which
+refuses the bridge's traffic to IMDS on its own: when the block was back; 0 where the fault left
+the table standing (the heal then names no table), so the block never left. argv: fault,
+samples, timeout in seconds, unit...
 """
 
 import json
@@ -60,7 +63,7 @@ for _ in range(samples):
         time.sleep(0.05)
     lines = healed(units, real)
     back = max(0.0, (max(t for t, _ in lines) - real_end) * 1000) if lines else None
-    print(
-        json.dumps({"fault": fault, "start": start, "end": end, "back_ms": back, "lines": len(lines)}),
-        flush=True,
-    )
+    table = [t for t, message in lines if "nftables table" in message]
+    block = max(0.0, (min(table) - real_end) * 1000) if table else 0.0
+    sample = {"fault": fault, "start": start, "end": end, "block_ms": block, "back_ms": back}
+    print(json.dumps({**sample, "lines": len(lines)}), flush=True)
