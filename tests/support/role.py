@@ -27,20 +27,13 @@ AMAZON_LINUX_2023 = {
     "distribution_version": "2023",
 }
 
-# The stand-in module: the real one's arguments, checked by AnsibleModule as the real one's are.
-STAND_IN = """#!/usr/bin/python
-from ansible.module_utils.basic import AnsibleModule
-
-module = AnsibleModule(
-    argument_spec=dict(
-        program=dict(type="str", required=True),
-        config=dict(type="str", required=True),
-        load=dict(type="bool", default=True),
-    ),
-    supports_check_mode=True,
+# The stand-in module: the real one's code, its arguments checked as the real one checks them,
+# with a main that hands back what it was given instead of installing anything.
+REAL, MAIN = (ROLE / "library" / f"{MODULE}.py").read_text(), 'if __name__ == "__main__":\n'
+assert MAIN in REAL, f"{MODULE}.py has no {MAIN!r}"
+STAND_IN = REAL.split(MAIN)[0] + (
+    "module = new_module()\nmodule.exit_json(changed=False, handed=module.params)\n"
 )
-module.exit_json(changed=False, handed=module.params)
-"""
 
 
 def role_with_a_stand_in_module(work: Path) -> Path:

@@ -8,6 +8,7 @@ account defaults and the summary's lines)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from golden_ami import verify_hosts
 from golden_ami.audit.findings import (
@@ -24,15 +25,13 @@ from golden_ami.audit.model import (
     UNKNOWN_HTTP_TOKENS,
     UNKNOWN_KEYS,
     UNKNOWN_METADATA,
-    AccountDefaults,
-    Instance,
-    Template,
-    Unread,
-    Walk,
     block_attribute,
     unknown_keys,
 )
 from golden_ami.output import table
+
+if TYPE_CHECKING:  # annotations only
+    from golden_ami.audit.model import AccountDefaults, Instance, Template, Unread, Walk
 
 HEADER = (
     "CLUSTER",
