@@ -291,7 +291,8 @@ def test_the_script_passes_where_the_block_is_live(host_root):
 
 def test_the_script_names_each_family_that_is_off(host_root):
     """Without the block (a host whose kernel holds none), both families and our nftables table;
-    with IPv4's chain gone, IPv4 alone, as the audit's stand-in fleet (scripts/moto_aws.py) reports a drifted host."""
+    with IPv4's chain gone, IPv4 alone, as the audit's stand-in fleet (scripts/moto_aws.py)
+    reports a drifted host."""
     nothing = host_root(verify_hosts.remote_script())
     ipv4_off = host_root(
         verify_hosts.remote_script(),
