@@ -367,9 +367,7 @@ def test_the_user_datas_boothook_moves_a_host_from_the_previous_layout_without_a
         time.sleep(0.5)
         # No rpm here: each package counts as missing, and yum is not there to install them.
         failed = "yum install -y iptables-services nftables failed"
-        assert ran.returncode == 1 and failed in ran.stderr.splitlines()[-1], (
-            f"{BOOTHOOK_NAME}: {ran.stderr}"
-        )
+        assert ran.returncode == 1 and failed in ran.stderr.splitlines()[-1], f"{BOOTHOOK_NAME}: {ran.stderr}"
         assert_no_window(prober, start, end, "the boothook's run")
         assert_the_move_is_done(host, USER_DATA_FILES)
         assert_the_old_rules_are_gone(host)
