@@ -23,7 +23,7 @@ from ecs_imds_block.filter_plugins import ecs_imds_block as filters
 from golden_ami.aws import UsageError
 
 ROLE = Path(filters.__file__).resolve().parents[1]
-PLATFORM = "Amazon-2023"  # Amazon-2 has the same data
+PLATFORM = "Amazon-2023"  # Amazon-2 differs in the nftables package only: without nft, no table
 HEREDOC = "ECS_IMDS_BLOCK_EOF"
 INSTALL_LOG = "/var/log/ecs-imds-block-install.log"
 
