@@ -2,8 +2,8 @@
 # Apache License 2.0
 """Issue 29's acceptance on a real host: the block heals on the kernel's own firewall events.
 
-One host container of the module (BASE_IMAGE, ecs-imds-debian12 by default; the same module
-runs on ecs-imds-debian13 and ecs-imds-debian-sid with BASE_IMAGE set): systemd, Docker, the
+One host container at a time, of each of IMAGES (Debian 12, 13 and sid: Docker 20.10, 26.1 and
+28.5, firewalld 1.3 and 2; every test runs on each): systemd, Docker, the
 EC2 network fixture of molecule/fixture/prepare.yml (its IMDS answers on both families in the
 `imds` netns, ecs-init's rules, the host's own firewall with a rule of the team's in DOCKER-USER
 in both rules files), Debian's firewalld installed but not running, and the role applied by
@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +180,16 @@ def install_firewalld(host: LocalHost, log: Path) -> None:
     host.run("systemctl", "disable", "firewalld.service")
 
 
-@pytest.fixture(scope="module")
-def host(docker_image, log):
+IMAGES = ("ecs-imds-debian12:latest", "ecs-imds-debian13:latest", "ecs-imds-debian-sid:latest")
+
+
+@pytest.fixture(scope="module", params=IMAGES)
+def host(request, log):
+    docker_image = request.param
+    found = subprocess.run(["docker", "image", "inspect", docker_image], capture_output=True, check=False)
+    if found.returncode:
+        pytest.fail(f"Docker with {docker_image} is required (scripts/build-base-images): {found.stderr}")
+    MEASURED.clear()
     with systemd_container(docker_image, prefix="ecs-imds-heal") as host:
         install_firewalld(host, log)
         if playbook(host.name, FIXTURE / "prepare.yml", [f"@{FIXTURE_VARS}"], log):
