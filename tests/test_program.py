@@ -765,6 +765,38 @@ def test_eight_heals_at_once_leave_every_rule_once(netns):
     netns.checked()
 
 
+def test_the_watcher_heals_with_the_configuration_an_install_wrote_since_it_started(netns):
+    """The watcher runs for as long as the host does; the role or the user data may install another
+    configuration meanwhile (here an address allowlisted more). Its next heal uses that one: the
+    new allowlist is not undone, and a flush after it (nf_tables) brings the new block back."""
+    import time
+
+    netns.program("load")
+    watcher = subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, "sh", str(PROGRAM), "--config", str(netns.config), "watch"],
+        env=netns.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)  # its first check, which finds the block as configured
+        render(netns.folder, allowed_cidrs=ALLOW[4])
+        netns.program("apply")  # what install does after writing the configuration
+        time.sleep(1)
+        assert netns.chain(4, "ECS-IMDS-BLOCK") == block(4, allowed=ALLOW[4])
+        netns.checked()
+        if netns.backend == "nft":  # legacy iptables announces nothing: there the timer heals
+            netns.run("sh", "-c", "iptables -w -F ECS-IMDS-BLOCK")
+            time.sleep(1)
+            assert netns.chain(4, "ECS-IMDS-BLOCK") == block(4, allowed=ALLOW[4])
+            netns.checked()
+    finally:
+        watcher.kill()
+        out, err = watcher.communicate()
+    assert "kept the last one" not in out + err, out + err
+
+
 def test_load_needs_no_temporary_files_and_no_writable_file_system(netns):
     """At boot the persistence service runs beside systemd-tmpfiles-setup, which empties /tmp:
     load keeps nothing there. Here every file system is read-only (but a fresh /run for the
