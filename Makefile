@@ -23,7 +23,7 @@ test:
 image lint unit molecule:
 	scripts/make-test $@
 
-## bench: IMDS time-to-fail, role cost, data-path overhead, audit scaling (Docker, root; 7-12 min);
+## bench: IMDS time-to-fail, role cost, data-path overhead, audit scaling, heal (Docker, root; about 26 min);
 ##        BENCH_ARGS go to python -m benchmarks
 bench:
 	scripts/make-test bench -- $(BENCH_ARGS)
