@@ -44,7 +44,17 @@ import pytest
 import yaml
 from local_image.host import LocalHost, systemd_container
 from local_image.make_image import FIXTURE, FIXTURE_VARS, PLAYBOOK, playbook
-from support.prober import REACHED, Fault, Probe, Prober, largest_gap, run_fault
+from support.prober import (
+    IMDS,
+    REACHED,
+    Fault,
+    Probe,
+    Prober,
+    assert_routed_to_the_fixture,
+    largest_gap,
+    run_fault,
+    uptime,
+)
 from test_boothook_host import INSTANCE_ID, probe, wait_for
 
 # One host for the module: `make test` runs the unit tests with --dist loadfile.
@@ -59,7 +69,6 @@ SETTLE = 3  # s the prober and the event listener go on after a fault's command 
 BACKSTOP = 10  # s: the shortest backstop the role takes
 FILES = {4: "/etc/iptables/rules.v4", 6: "/etc/iptables/rules.v6"}  # Debian's
 TOOLS = {4: "iptables", 6: "ip6tables"}
-IMDS = {4: "169.254.169.254", 6: "fd00:ec2::254"}
 # The host's own firewall as the kernel prints it (the fixture's files/host-firewall-rules.v4, .v6).
 HOST_FIREWALL_RULES = yaml.safe_load(FIXTURE_VARS.read_text())["fixture_host_firewall_rules"]
 # Docker's NAT for the default bridge (its subnet is Docker's choice: 172.17.0.0/16 unless that
@@ -260,9 +269,8 @@ def assert_host_firewall_live_once(host: LocalHost, when: str) -> None:
 def assert_refused(host: LocalHost, when: str) -> None:
     """A container on the default bridge is refused over both families (our reject); the
     allowlisted network and the host itself still reach the fixture's IMDS."""
+    assert_routed_to_the_fixture(host, when)
     for family, address in IMDS.items():
-        route = host.run("ip", f"-{family}", "-o", "route", "get", address, check=False).stdout
-        assert " dev imds0 " in route, f"{when}: {address} is not routed to the fixture: {route!r}"
         seen = probe(host, "bridge", address)
         assert INSTANCE_ID not in seen and re.search("refused|reset", seen), f"{when}: IPv{family}: {seen}"
     seen = probe(host, "imds-allowed", IMDS[4])
@@ -454,11 +462,6 @@ def test_the_backstop_timer_heals_a_flush_while_the_watcher_is_down(host, log):
     timers = host.run("systemctl", "show", "-p", "TimersMonotonic", "--value", TIMER).stdout
     assert "OnUnitActiveUSec=1min" in timers, timers
     assert_clean(host, "with the defaults again")
-
-
-def uptime(host: LocalHost) -> float:
-    """The host's clock (10 ms steps), the one the prober and the fault's runner read."""
-    return float(host.run("cut", "-d", " ", "-f1", "/proc/uptime").stdout)
 
 
 # --- the control, the agent, the attribute ---------------------------------------------------------

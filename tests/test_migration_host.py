@@ -25,7 +25,7 @@ import pytest
 import yaml
 from local_image.host import LocalHost, systemd_container
 from local_image.make_image import FIXTURE, FIXTURE_VARS, PLAYBOOK, playbook
-from support.prober import REACHED, Prober
+from support.prober import IMDS, REACHED, Prober, uptime
 from test_boothook_host import wait_for
 from test_same_program import boothook
 
@@ -38,7 +38,6 @@ TOOLS = {4: "iptables", 6: "ip6tables"}
 FILES = {4: "/etc/iptables/rules.v4", 6: "/etc/iptables/rules.v6"}  # Debian's
 # Amazon Linux's, which the user data's configuration names.
 USER_DATA_FILES = {4: "/etc/sysconfig/iptables", 6: "/etc/sysconfig/ip6tables"}
-IMDS = {4: "169.254.169.254", 6: "fd00:ec2::254"}
 PERSISTENCE = "netfilter-persistent.service"
 ALLOWED = {4: yaml.safe_load(FIXTURE_VARS.read_text())["ecs_imds_block_allowed_cidrs"], 6: []}
 
@@ -173,10 +172,6 @@ def host(docker_image, log):
             pytest.fail(f"the role could not be applied; see {log}:\n{log.read_text()[-3000:]}")
         wait_for(host, "docker.service", "fixture-imds.service")
         yield host
-
-
-def uptime(host: LocalHost) -> float:
-    return float(host.run("cut", "-d", " ", "-f1", "/proc/uptime").stdout)
 
 
 def assert_no_window(prober: Prober, start: float, end: float, what: str) -> None:

@@ -158,6 +158,11 @@ class Prober:
         return counts
 
 
+def uptime(host: LocalHost) -> float:
+    """The host's clock (10 ms steps), the one the prober and the fault's runner read."""
+    return float(host.run("cut", "-d", " ", "-f1", "/proc/uptime").stdout)
+
+
 def largest_gap(probes: list[Probe], family: int, start: float, end: float) -> float:
     """The longest time between two requests of ``family`` that started in [start, end], the
     bounds counted as requests: how long the prober looked away at worst."""
